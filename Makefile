@@ -1,0 +1,32 @@
+# Two entry points, each doing the whole set-up on a fresh machine:
+#   make demo   build the corpus guests and run the main job on them
+#   make test   run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+AFTERBURN = $(VENV)/bin/afterburn
+# Parallel test workers (the CI machine has 2 cores).
+JOBS   ?= 2
+
+.PHONY: demo test venv guests clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+guests: venv
+	$(MAKE) -C corpus/guests BUILD=build/plain
+	$(MAKE) -C corpus/guests BUILD=build/annotated CC="$(abspath $(AFTERBURN)) cc"
+
+demo: guests
+	$(PY) -m afterburn.demo
+
+test: venv
+	$(PY) -m pytest -q -n $(JOBS) tests
+
+clean:
+	rm -rf $(VENV) corpus/guests/build .pytest_cache

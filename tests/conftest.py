@@ -1,0 +1,56 @@
+"""Shared test helpers.
+
+Tests that need an external tool (qemu-system-i386, the Debian corpus) skip
+on a developer machine that lacks it, but FAIL under CI (AFTERBURN_CI=1),
+where .ci/run installs everything: a missing tool there is a broken set-up,
+never a reason to pass.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("AFTERBURN_CI") == "1"
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        if IN_CI:
+            pytest.fail(f"{name} is required under CI (.ci/run installs it) but is missing")
+        pytest.skip(f"{name} not installed")
+    return path
+
+
+def assemble(text: str, tmp_path: Path, name: str = "t") -> Path:
+    """Assemble AT&T text with GNU as (32-bit); returns the object path."""
+    src = tmp_path / f"{name}.s"
+    obj = tmp_path / f"{name}.o"
+    src.write_text(text)
+    r = subprocess.run(["as", "--32", "-o", str(obj), str(src)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return obj
+
+
+def run_afterburn(*args: str, input: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI in a subprocess, exactly as a user would."""
+    return subprocess.run([sys.executable, "-m", "afterburn.cli", *args], capture_output=True, text=True,
+                          input=input, cwd=cwd)  # fmt: skip
+
+
+@pytest.fixture
+def as_assembler(tmp_path):
+    """An ``assemble(text) -> bytes`` callable for annotate_text."""
+    counter = [0]
+
+    def _assemble(text: str) -> bytes:
+        counter[0] += 1
+        return assemble(text, tmp_path, f"pass{counter[0]}").read_bytes()
+
+    return _assemble

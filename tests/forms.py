@@ -1,0 +1,71 @@
+"""Every instruction form the table must recognise, per kind (AT&T text).
+
+Used by the table tests (pads recomputed from patch shapes) and by the
+annotator tests (annotate, assemble, verify each form).  A kind missing here
+fails tests/test_isa.py::test_every_kind_has_forms.
+"""
+
+M = "0x12345678(%eax,%ebx,4)"  # the longest ModRM+SIB+disp32 memory operand
+
+FORMS: dict[str, list[str]] = {
+    "cli": ["cli"],
+    "sti": ["sti"],
+    "pushf": ["pushfl", "pushfw", "pushf"],
+    "popf": ["popfl", "popfw", "popf"],
+    "in": ["inb $0x60,%al", "inw $0x60,%ax", "inl $0x60,%eax", "inb %dx,%al", "inw %dx,%ax", "inl %dx,%eax", "in %dx,%al"],
+    "out": ["outb %al,$0x80", "outw %ax,$0x80", "outl %eax,$0xf4", "outb %al,%dx", "outw %ax,%dx", "outl %eax,%dx"],
+    "ins": ["insb", "insw", "insl", "rep insb", "rep insw", "rep insl"],
+    "outs": ["outsb", "outsw", "outsl", "rep outsb", "rep outsw", "rep outsl"],
+    "mov_to_cr": ["movl %eax,%cr0", "movl %ebx,%cr2", "movl %ecx,%cr3", "mov %edx,%cr4"],
+    "mov_from_cr": ["movl %cr0,%eax", "movl %cr2,%esi", "movl %cr3,%edi", "mov %cr4,%ebp"],
+    "mov_to_dr": ["movl %eax,%db0", "movl %ebx,%db7", "mov %ecx,%dr3"],
+    "mov_from_dr": ["movl %db6,%eax", "movl %dr7,%ecx"],
+    "mov_to_sreg": ["movw %ax,%ds", "movl %eax,%es", "mov %bx,%fs", "movw 4(%esp),%gs", f"movw {M},%ds", "movw %ax,%ss"],
+    "mov_from_sreg": ["movw %ds,%ax", "movl %es,%eax", "mov %fs,%ebx", f"movw %gs,{M}", "movw %ss,(%esp)", "movw %cs,%ax"],
+    "push_sreg": ["pushl %ds", "pushl %es", "pushl %fs", "pushl %gs", "pushl %ss", "pushl %cs", "pushw %ds", "push %fs"],
+    "pop_sreg": ["popl %ds", "popl %es", "popl %fs", "popl %gs", "popl %ss", "popw %es", "pop %gs"],
+    "lgdt": ["lgdt (%eax)", "lgdtl 6(%esp)", f"lgdt {M}", "lgdtw (%eax)"],
+    "lidt": ["lidt (%eax)", "lidtl 6(%esp)", f"lidt {M}"],
+    "lldt": ["lldt %ax", "lldt (%eax)", f"lldt {M}"],
+    "ltr": ["ltr %ax", "ltr (%eax)", f"ltr {M}"],
+    "sgdt": ["sgdt (%eax)", f"sgdtl {M}"],
+    "sidt": ["sidt (%eax)", f"sidtl {M}"],
+    "sldt": ["sldt %eax", "sldt %ax", "sldt (%eax)", f"sldt {M}"],
+    "str": ["str %eax", "str %ax", "str (%eax)", f"str {M}"],
+    "smsw": ["smsw %eax", "smsw %ax", "smsw (%ebx)", f"smsw {M}"],
+    "lmsw": ["lmsw %ax", "lmsw (%ebx)", f"lmsw {M}"],
+    "clts": ["clts"],
+    "invlpg": ["invlpg (%eax)", f"invlpg {M}"],
+    "invd": ["invd"],
+    "wbinvd": ["wbinvd"],
+    "hlt": ["hlt"],
+    "iret": ["iret", "iretl", "iretw"],
+    "lret": ["lret", "lret $4", "lretw"],
+    "ljmp": ["ljmp $0x08,$0x1000", "ljmpw $0x08,$0x1000", "ljmp *(%eax)", f"ljmp *{M}", "jmp $0x10,$0x2000"],
+    "lcall": ["lcall $0x08,$0x1000", "lcall *(%eax)", f"lcall *{M}", "call $0x10,$0x2000"],
+    "lds": ["lds (%eax),%ebx", f"lds {M},%ecx", "ldsw (%eax),%bx"],
+    "les": ["les (%eax),%ebx", f"les {M},%ecx"],
+    "lfs": ["lfs (%eax),%ebx", f"lfs {M},%ecx"],
+    "lgs": ["lgs (%eax),%ebx", f"lgs {M},%ecx"],
+    "lss": ["lss (%eax),%esp", f"lss {M},%ecx"],
+    "int": ["int $0x80", "int $0x20", "int $255"],
+    "int3": ["int3", "int $3", "int $0x3"],
+    "into": ["into"],
+    "cpuid": ["cpuid"],
+    "rdmsr": ["rdmsr"],
+    "wrmsr": ["wrmsr"],
+    "rdtsc": ["rdtsc"],
+    "lar": ["lar %ax,%ebx", "lar (%eax),%ebx", f"lar {M},%ecx"],
+    "lsl": ["lsl %ax,%ebx", "lsl (%eax),%ebx", f"lsl {M},%ecx"],
+    "verr": ["verr %ax", "verr (%eax)", f"verr {M}"],
+    "verw": ["verw %ax", "verw (%eax)", f"verw {M}"],
+    "arpl": ["arpl %ax,%bx", "arpl %ax,(%ebx)", f"arpl %cx,{M}"],
+    "rsm": ["rsm"],
+}
+
+# Instructions that look close to sensitive ones but are not.
+NOT_SENSITIVE = [
+    "movl %eax,%ebx", "movw %ax,(%ebx)", "movl %fs:(%eax),%ebx", "pushl %eax", "popl %ebx", "push $4",
+    "jmp 1f", "call 1f", "jmp *%eax", "call *(%eax)", "ret", "ret $4", "nop", "movl %eax,%fs:4",
+    "leal 4(%esp),%eax", "addl $1,%eax", "movsb", "rep movsl", "lodsb", "stosl", "lock incl (%eax)",
+]  # fmt: skip

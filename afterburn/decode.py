@@ -1,0 +1,271 @@
+"""Decoding executable sections: the code map, NOPs, and flags liveness.
+
+A linear sweep over a whole section goes wrong wherever data sits in code
+(a multiboot header's checksum byte 0xfb decodes as ``sti``).  So the sweep
+restarts at every symbol and at every recorded site, skips data symbols,
+excluded regions and multiboot headers, and treats each recorded site as one
+unit (instruction, then pad), the way objtool walks functions.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from functools import cache
+
+from capstone import CS_ARCH_X86, CS_MODE_32, CS_MODE_64, Cs, CsError
+from capstone import x86_const as X
+
+from . import isa
+from .elf import Elf, Section
+from .sitefmt import Region, Site
+
+
+@cache
+def decoder(bits: int = 32) -> Cs:
+    md = Cs(CS_ARCH_X86, CS_MODE_32 if bits == 32 else CS_MODE_64)
+    md.detail = True
+    return md
+
+
+def decode_one(data: bytes, offset: int, address: int, bits: int = 32):
+    """The instruction at ``data[offset:]`` (reported at ``address``), or None."""
+    try:
+        for insn in decoder(bits).disasm(data[offset : offset + 16], address, 1):
+            return insn
+    except CsError:
+        return None
+    return None
+
+
+def is_nop(insn) -> bool:
+    return insn.id == X.X86_INS_NOP
+
+
+def nop_cover(data: bytes, start: int, end: int, bits: int = 32) -> bool:
+    """True if ``data[start:end]`` is exactly a sequence of NOP instructions."""
+    off = start
+    while off < end:
+        insn = decode_one(data[:end], off, off, bits)
+        if insn is None or not is_nop(insn):
+            return False
+        off += insn.size
+    return off == end
+
+
+# ---------------------------------------------------------------------------
+# Data inside code sections
+
+
+MB1_MAGIC = 0x1BADB002
+MB2_MAGIC = 0xE85250D6
+
+
+def multiboot_headers(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of multiboot v1/v2 headers in a code section's bytes.
+
+    Both specs put the header in the first 8 or 32 KiB, 4- or 8-aligned, with
+    a checksum that makes the fields sum to zero, which is what we test."""
+    out = []
+    limit = min(len(data), 32768)
+    for off in range(0, limit - 11, 4):
+        magic = struct.unpack_from("<I", data, off)[0]
+        if magic == MB1_MAGIC:
+            flags, csum = struct.unpack_from("<II", data, off + 4)
+            if (magic + flags + csum) & 0xFFFFFFFF == 0:
+                size = 12 + (20 if flags & 0x10000 else 0)
+                size += 16 if flags & 0x4 and flags & 0x10000 else 0
+                out.append((off, min(off + size, len(data))))
+        elif magic == MB2_MAGIC and off + 16 <= len(data):
+            arch, length, csum = struct.unpack_from("<III", data, off + 4)
+            if (magic + arch + length + csum) & 0xFFFFFFFF == 0 and 16 <= length <= 65536:
+                out.append((off, min(off + length, len(data))))
+    return out
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One instruction found by the sweep; ``site`` is set at a site start."""
+
+    offset: int
+    insn: object
+    kind: isa.Kind | None
+    site: Site | None
+
+
+def sweep(elf: Elf, section: Section, sites: list[Site], excluded: list[Region], bits: int | None = None) -> list[Decoded]:
+    """Decode ``section`` guided by symbols, sites and known data.
+
+    Instruction addresses are section offsets (add ``section.addr`` for the
+    virtual address of a linked file)."""
+    bits = bits or elf.bits
+    data = section.data
+    base = 0 if elf.is_relocatable else section.addr
+    site_at = {s.offset: s for s in sites}
+    # Byte ranges never decoded as code.
+    skip: list[tuple[int, int]] = [(r.start, r.end) for r in excluded if r.section.index == section.index]
+    skip += multiboot_headers(data)
+    starts = {0}
+    for sym in elf.code_symbols(section):
+        off = sym.value - base
+        if not 0 <= off < len(data):
+            continue
+        if sym.type == "STT_OBJECT" and sym.size:
+            skip.append((off, off + sym.size))
+        else:
+            starts.add(off)
+    for s in sites:
+        starts.update((s.offset, s.end))
+    starts.update(end for _, end in skip)
+    skip.sort()
+    boundaries = sorted(o for o in starts if 0 <= o < len(data))
+    out: list[Decoded] = []
+    seen: set[int] = set()
+    md = decoder(bits)
+    for bi, start in enumerate(boundaries):
+        stop = boundaries[bi + 1] if bi + 1 < len(boundaries) else len(data)
+        off = start
+        while off < stop:
+            if off in seen:
+                break
+            r = _in_ranges(skip, off)
+            if r is not None:
+                off = r
+                continue
+            seen.add(off)
+            site = site_at.get(off)
+            insn = None
+            try:
+                # Addresses are section offsets throughout, so branch targets
+                # and relocation offsets compare directly.
+                insn = next(md.disasm(data[off : off + 16], off, 1), None)
+            except CsError:
+                insn = None
+            if insn is None:
+                off += 1
+                continue
+            kind = isa.classify(insn) if insn.id in isa.CS_IDS else None
+            out.append(Decoded(off, insn, kind, site))
+            off = site.end if site is not None and site.end > off else off + insn.size
+    out.sort(key=lambda d: d.offset)
+    return out
+
+
+def _in_ranges(ranges: list[tuple[int, int]], off: int) -> int | None:
+    """End of the range containing ``off``, if any."""
+    for a, b in ranges:
+        if a <= off < b:
+            return b
+        if a > off:
+            break
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Arithmetic-flags liveness
+
+CF, PF, AF, ZF, SF, OF = 1, 2, 4, 8, 16, 32
+ARITH = CF | PF | AF | ZF | SF | OF
+
+_CS_BITS = {
+    "AF": AF, "CF": CF, "SF": SF, "ZF": ZF, "PF": PF, "OF": OF,
+}  # fmt: skip
+
+
+def _cs_mask(value: int, prefix: str) -> int:
+    m = 0
+    for name, bit in _CS_BITS.items():
+        if value & getattr(X, f"X86_EFLAGS_{prefix}_{name}"):
+            m |= bit
+    return m
+
+
+# Readers capstone under-reports (its TEST bits are missing for these).
+_READS = {
+    X.X86_INS_PUSHF: ARITH, X.X86_INS_PUSHFD: ARITH, X.X86_INS_PUSHFQ: ARITH,
+    X.X86_INS_LAHF: SF | ZF | AF | PF | CF,
+    X.X86_INS_ADC: CF, X.X86_INS_SBB: CF, X.X86_INS_RCL: CF, X.X86_INS_RCR: CF,
+    X.X86_INS_CMC: CF, X.X86_INS_SALC: CF, X.X86_INS_INTO: OF,
+    X.X86_INS_DAA: AF | CF, X.X86_INS_DAS: AF | CF, X.X86_INS_AAA: AF, X.X86_INS_AAS: AF,
+    X.X86_INS_LOOPE: ZF, X.X86_INS_LOOPNE: ZF,
+}  # fmt: skip
+# Shifts and rotates leave every flag alone when the count is zero, so a
+# variable count is not a kill.
+_SHIFTS = {X.X86_INS_SHL, X.X86_INS_SAL, X.X86_INS_SHR, X.X86_INS_SAR, X.X86_INS_ROL, X.X86_INS_ROR,
+           X.X86_INS_RCL, X.X86_INS_RCR, X.X86_INS_SHLD, X.X86_INS_SHRD}  # fmt: skip
+
+
+def flag_effects(insn) -> tuple[int, int]:
+    """(flags read, flags surely written) as ARITH bit masks."""
+    ef = insn.eflags
+    reads = _cs_mask(ef, "TEST") | _READS.get(insn.id, 0)
+    writes = _cs_mask(ef, "MODIFY") | _cs_mask(ef, "RESET") | _cs_mask(ef, "SET") | _cs_mask(ef, "UNDEFINED")
+    writes &= ~_cs_mask(ef, "PRIOR")
+    regs_read, _ = insn.regs_access()
+    if not reads and any(insn.reg_name(r) in ("eflags", "rflags") for r in regs_read):
+        reads = ARITH  # reads flags but capstone does not say which: assume all
+    if insn.id in _SHIFTS and not (insn.operands and insn.operands[-1].type == X.X86_OP_IMM and insn.operands[-1].imm & 0x1F):
+        writes = 0
+    return reads, writes
+
+
+_STOPS = {X.X86_GRP_CALL, X.X86_GRP_RET, X.X86_GRP_INT, X.X86_GRP_IRET}
+
+
+def flags_live_after(
+    data: bytes, offset: int, bits: int, sites: dict[int, Site], relocated: set[int], max_insns: int = 64
+) -> bool:
+    """Whether some arithmetic flag may be read after ``offset`` before it is
+    written: a forward scan along the single fall-through path, following
+    direct unconditional jumps, that answers "live" whenever it cannot tell
+    (a call, a return, an indirect or relocated branch, a conditional branch
+    with flags still undecided, the end of the section)."""
+    pending = ARITH
+    seen: set[int] = set()
+    for _ in range(max_insns):
+        if offset >= len(data) or offset in seen:
+            return True
+        seen.add(offset)
+        insn = decode_one(data, offset, offset, bits)
+        if insn is None:
+            return True
+        reads, writes = flag_effects(insn)
+        if reads & pending:
+            return True
+        pending &= ~writes
+        if not pending:
+            return False
+        site = sites.get(offset)
+        nxt = site.end if site is not None else offset + insn.size
+        groups = set(insn.groups)
+        if groups & _STOPS or insn.id in (X.X86_INS_HLT, X.X86_INS_UD2, X.X86_INS_SYSENTER, X.X86_INS_SYSCALL):
+            return True
+        if X.X86_GRP_JUMP in groups:
+            if insn.id != X.X86_INS_JMP:
+                return True  # conditional (or loop/jecxz) with flags undecided
+            op = insn.operands[0] if insn.operands else None
+            if op is None or op.type != X.X86_OP_IMM or any(offset < r < nxt for r in relocated):
+                return True
+            nxt = op.imm
+        offset = nxt
+    return True
+
+
+def site_flags_live(site: Site, data: bytes, bits: int, sites: dict[int, Site], relocated: set[int]) -> bool:
+    """The FLAGS_LIVE bit a record for ``site`` must carry: whether the code
+    that runs after the instruction may read an arithmetic flag first."""
+    if site.kind.transfers_control:
+        return True
+    return flags_live_after(data, site.end, bits, sites, relocated)
+
+
+def branch_target(insn, relocated: set[int]) -> int | None:
+    """Target of a direct jmp/jcc/call/loop whose displacement is not
+    relocated (so the decoded target is final), else None."""
+    groups = set(insn.groups)
+    if not (groups & {X.X86_GRP_JUMP, X.X86_GRP_CALL, X.X86_GRP_BRANCH_RELATIVE}):
+        return None
+    if not insn.operands or insn.operands[0].type != X.X86_OP_IMM or len(insn.operands) != 1:
+        return None
+    if any(insn.address < r < insn.address + insn.size for r in relocated):
+        return None
+    return insn.operands[0].imm

@@ -1,0 +1,191 @@
+"""``afterburn verify``: an objtool-like checker for annotated files.
+
+For an annotated object or linked ELF it proves, by decoding the bytes:
+
+* every sensitive instruction in an executable section has exactly one site
+  record, or lies in an excluded (``.afterburn_noannotate``) region;
+* every record decodes to the kind it names, with the length it names;
+* the pad bytes are NOPs;
+* no branch target (decoded direct branch, or relocation into code) lies
+  inside a pad;
+* no two records overlap;
+* no record claims "flags dead" where the liveness scan finds them live (a
+  rewriter trusting that claim would corrupt the program).
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import asdict, dataclass, field
+
+from capstone import x86_const as X
+
+from . import decode, isa
+from .elf import I386_PC_RELATIVE, Elf, Section
+from .sitefmt import Site, SiteTable, read_site_table
+
+
+@dataclass(frozen=True)
+class Problem:
+    check: str  # unannotated | kind | length | pad | branch-into-pad | overlap | duplicate | flags
+    section: str
+    offset: int
+    address: int
+    where: str
+    message: str
+
+
+@dataclass
+class Report:
+    path: str
+    annotated: bool
+    sites: int = 0
+    excluded: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+    instructions: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["ok"] = self.ok
+        return d
+
+
+_BRANCH_GROUPS = {X.X86_GRP_JUMP, X.X86_GRP_CALL, X.X86_GRP_BRANCH_RELATIVE}
+
+
+def _problem(elf: Elf, sec: Section, off: int, check: str, msg: str) -> Problem:
+    return Problem(check, sec.name, off, sec.addr + off, elf.symbolize(sec, off), msg)
+
+
+def relocation_targets(elf: Elf) -> dict[int, list[tuple[int, str]]]:
+    """For relocatable files: per executable section index, the offsets that
+    relocations from anywhere (jump tables, __ex_table, ...) point at, with a
+    description of where the reference comes from."""
+    out: dict[int, list[tuple[int, str]]] = {}
+    if not elf.is_relocatable:
+        return out
+    syms = elf.symbols
+    for sec in elf.sections:
+        if sec.type not in (1,) or not sec.is_alloc:  # PROGBITS holders only
+            continue
+        relocs = elf.relocations(sec)
+        if not relocs:
+            continue
+        branch_ends = _branch_displacement_ends(elf, sec) if sec.is_exec else {}
+        for r in relocs:
+            if r.sym >= len(syms):
+                continue
+            sym = syms[r.sym]
+            if not isinstance(sym.shndx, int) or sym.shndx >= len(elf.sections):
+                continue
+            target_sec = elf.sections[sym.shndx]
+            if not target_sec.is_exec:
+                continue
+            target = sym.value + r.addend
+            if elf.bits == 32 and r.type in I386_PC_RELATIVE:
+                # A PC-relative field inside a branch is relative to the end of
+                # the instruction, not to the field.
+                target += branch_ends.get(r.offset, r.offset) - r.offset
+            out.setdefault(target_sec.index, []).append((target, f"{sec.name}+{r.offset:#x}"))
+    return out
+
+
+def _branch_displacement_ends(elf: Elf, sec: Section) -> dict[int, int]:
+    """Map: offset of a branch's 4-byte displacement -> end of that branch."""
+    out = {}
+    for d in decode.sweep(elf, sec, [], []):
+        if d.insn.size >= 5 and set(d.insn.groups) & _BRANCH_GROUPS:
+            out[d.offset + d.insn.size - 4] = d.offset + d.insn.size
+    return out
+
+
+def verify(elf: Elf, table: SiteTable | None = None) -> Report:
+    table = table if table is not None else read_site_table(elf)
+    rep = Report(elf.path, table.annotated, len(table.sites), len(table.excluded))
+    for s in table.sites:
+        rep.by_kind[s.kind.name] = rep.by_kind.get(s.kind.name, 0) + 1
+    per_section = table.by_section()
+    reloc_targets = relocation_targets(elf)
+    for sec in elf.exec_sections():
+        sites = per_section.get(sec.index, [])
+        rep.problems += _check_records(elf, sec, sites)
+        rep.problems += _check_coverage_and_branches(elf, sec, sites, table, reloc_targets.get(sec.index, []), rep)
+    rep.problems.sort(key=lambda p: (p.section, p.offset, p.check))
+    return rep
+
+
+def _check_records(elf: Elf, sec: Section, sites: list[Site]) -> list[Problem]:
+    out: list[Problem] = []
+    data = sec.data
+    prev: Site | None = None
+    relocated = {r.offset for r in elf.relocations(sec)} if elf.is_relocatable else set()
+    site_at = {s.offset: s for s in sites}
+    for s in sites:
+        if prev is not None:
+            if prev.offset == s.offset:
+                out.append(_problem(elf, sec, s.offset, "duplicate", f"two records for one {s.kind.name} site"))
+            elif prev.end > s.offset:
+                out.append(_problem(elf, sec, s.offset, "overlap",
+                                    f"{s.kind.name} record overlaps the {prev.kind.name} site at {prev.offset:#x}"))  # fmt: skip
+        prev = s
+        insn = decode.decode_one(data, s.offset, s.offset, elf.bits)
+        if insn is None:
+            out.append(_problem(elf, sec, s.offset, "kind", f"record says {s.kind.name}, bytes do not decode"))
+            continue
+        kind = isa.classify(insn)
+        if kind is not s.kind:
+            got = kind.name if kind else f"'{insn.mnemonic} {insn.op_str}'".replace(" '", "'")
+            out.append(_problem(elf, sec, s.offset, "kind", f"record says {s.kind.name}, instruction is {got}"))
+        if insn.size != s.insn_len:
+            out.append(_problem(elf, sec, s.offset, "length",
+                                f"record says the instruction is {s.insn_len} bytes, it is {insn.size}"))  # fmt: skip
+            continue
+        if not decode.nop_cover(data, s.offset + s.insn_len, s.end, elf.bits):
+            out.append(_problem(elf, sec, s.offset, "pad", f"the {s.pad}-byte pad after {s.kind.name} is not all NOPs"))
+        if not s.flags_live and decode.site_flags_live(s, data, elf.bits, site_at, relocated):
+            out.append(_problem(elf, sec, s.offset, "flags",
+                                f"record claims arithmetic flags are dead after {s.kind.name}, but they may be read"))  # fmt: skip
+    return out
+
+
+def _check_coverage_and_branches(
+    elf: Elf, sec: Section, sites: list[Site], table: SiteTable, reloc_targets: list[tuple[int, str]], rep: Report
+) -> list[Problem]:
+    out: list[Problem] = []
+    relocated = {r.offset for r in elf.relocations(sec)} if elf.is_relocatable else set()
+    decoded = decode.sweep(elf, sec, sites, table.excluded)
+    rep.instructions += len(decoded)
+    pads = sorted(((s.offset + s.insn_len, s.end, s) for s in sites if s.end > s.offset + s.insn_len),
+                  key=lambda p: p[:2])
+
+    pad_starts = [p[0] for p in pads]
+
+    def in_pad(target: int) -> Site | None:
+        i = bisect.bisect_right(pad_starts, target) - 1
+        if i >= 0 and pads[i][0] <= target < pads[i][1]:
+            return pads[i][2]
+        return None
+
+    for d in decoded:
+        if d.kind is not None and d.site is None:
+            text = f"{d.insn.mnemonic} {d.insn.op_str}".strip()
+            out.append(_problem(elf, sec, d.offset, "unannotated",
+                                f"sensitive instruction {d.kind.name} ({text}) has no site record"))  # fmt: skip
+        target = decode.branch_target(d.insn, relocated)
+        if target is not None:
+            site = in_pad(target)
+            if site is not None:
+                out.append(_problem(elf, sec, d.offset, "branch-into-pad",
+                                    f"branch at {elf.symbolize(sec, d.offset)} targets the pad of the "
+                                    f"{site.kind.name} site at {elf.symbolize(sec, site.offset)}"))  # fmt: skip
+    for target, src in reloc_targets:
+        site = in_pad(target)
+        if site is not None:
+            out.append(_problem(elf, sec, target, "branch-into-pad",
+                                f"relocation from {src} points into the pad of the {site.kind.name} site at "
+                                f"{elf.symbolize(sec, site.offset)}"))  # fmt: skip
+    return out

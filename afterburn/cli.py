@@ -1,0 +1,247 @@
+"""The ``afterburn`` command line.
+
+Every command reports bad input as one line on stderr and exits with status
+2; reports are rich tables on a terminal, or JSON with ``--json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import AfterburnError
+
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise AfterburnError(f"{self.prog}: {message}")
+
+
+def _print_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+# ---------------------------------------------------------------------------
+# annotate
+
+
+def _text_assembler(as_flags: list[str]):
+    def assemble(text: str) -> bytes:
+        with tempfile.TemporaryDirectory(prefix="afterburn-as-") as d:
+            src, obj = Path(d, "in.s"), Path(d, "in.o")
+            src.write_text(text)
+            try:
+                r = subprocess.run(["as", "--32", *as_flags, "-o", str(obj), str(src)], capture_output=True, text=True)
+            except FileNotFoundError:
+                raise AfterburnError("annotate: 'as' (GNU binutils) is not installed") from None
+            if r.returncode != 0:
+                lines = [ln.split(": ", 1)[-1] for ln in r.stderr.splitlines() if ln.strip()]
+                first = next((ln for ln in lines if "rror" in ln), lines[0] if lines else "failed")
+                raise AfterburnError(f"annotate: the input does not assemble ({first})")
+            return obj.read_bytes()
+
+    return assemble
+
+
+def cmd_annotate(args) -> int:
+    from .annotate_asm import annotate_text
+    from .fsutil import read_input, same_file, write_atomic
+
+    src = args.input
+    raw = read_input(src)
+    if raw[:4] == b"\x7fELF":
+        raise AfterburnError(f"{src}: annotating ELF objects is not implemented yet (annotate the assembler source)")
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise AfterburnError(f"{src}: not assembler text (not valid UTF-8)") from None
+    if "\0" in text:
+        raise AfterburnError(f"{src}: not assembler text (contains NUL bytes)")
+    if args.output == "-" and args.json:
+        raise AfterburnError("annotate: --json and -o - both write to stdout; give -o a file")
+    if args.output != "-" and same_file(src, args.output):
+        raise AfterburnError(f"{src}: -o would overwrite the input")
+    assemble = None if args.no_check else _text_assembler(args.as_flag)
+    res = annotate_text(text, name=src, assemble=assemble)
+    if args.output == "-":
+        sys.stdout.write(res.text)
+    else:
+        write_atomic(args.output, res.text)
+    summary = {
+        "input": src,
+        "output": args.output,
+        "already_annotated": res.already_annotated,
+        "sites": len(res.sites),
+        "by_kind": res.by_kind(),
+        "flags_live": sum(s.flags_live for s in res.sites),
+        "pad_bytes": res.pad_bytes,
+        "excluded": [{"first_line": a, "last_line": b, "why": w} for a, b, w in res.excluded],
+        "warnings": res.warnings,
+    }
+    if args.json:
+        _print_json(summary)
+        return 0
+    for w in res.warnings:
+        err.print(f"afterburn: warning: {w}")
+    if res.already_annotated:
+        err.print(f"{src}: already annotated; output is an unchanged copy")
+    else:
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(res.by_kind().items(), key=lambda kv: -kv[1]))
+        err.print(f"{src}: {len(res.sites)} sites ({kinds or 'none'}), {len(res.excluded)} excluded regions, "
+                  f"{res.pad_bytes} pad bytes -> {args.output}")  # fmt: skip
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# sites
+
+
+def cmd_sites(args) -> int:
+    from .elf import open_elf
+    from .sitefmt import read_site_table
+
+    elf = open_elf(args.file)
+    table = read_site_table(elf)
+    rows = []
+    for s in sorted(table.sites, key=lambda s: (s.section.index, s.offset)):
+        rows.append({
+            "address": s.address, "section": s.section.name, "offset": s.offset, "kind": s.kind.name,
+            "length": s.length, "insn_len": s.insn_len, "pad": s.pad, "flags_live": s.flags_live,
+            "symbol": elf.symbolize(s.section, s.offset),
+        })  # fmt: skip
+    excluded = [{"section": r.section.name, "start": r.start, "end": r.end,
+                 "symbol": elf.symbolize(r.section, r.start)} for r in table.excluded]  # fmt: skip
+    if args.json:
+        _print_json({"file": args.file, "format_version": table.version, "linked": not elf.is_relocatable,
+                     "sites": rows, "excluded": excluded})  # fmt: skip
+        return 0
+    if not table.annotated:
+        err.print(f"{args.file}: not annotated (no site table)")
+        return 0
+    t = Table(title=f"{args.file}: {len(rows)} sites (site format {table.version})", title_justify="left")
+    t.add_column("address" if not elf.is_relocatable else "offset", justify="right")
+    t.add_column("kind")
+    t.add_column("len", justify="right")
+    t.add_column("insn", justify="right")
+    t.add_column("pad", justify="right")
+    t.add_column("flags")
+    t.add_column("symbol")
+    for r in rows:
+        where = f"{r['address']:#010x}" if not elf.is_relocatable else f"{r['section']}+{r['offset']:#x}"
+        t.add_row(where, r["kind"], str(r["length"]), str(r["insn_len"]), str(r["pad"]),
+                  "live" if r["flags_live"] else "dead", r["symbol"])  # fmt: skip
+    out.print(t)
+    for x in excluded:
+        out.print(f"excluded: {x['section']}+{x['start']:#x}..{x['end']:#x} ({x['symbol']})")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# verify
+
+
+def cmd_verify(args) -> int:
+    from .elf import open_elf
+    from .verify import verify
+
+    elf = open_elf(args.file)
+    rep = verify(elf)
+    if args.json:
+        _print_json(rep.to_json())
+        return 0 if rep.ok else 1
+    if not rep.annotated:
+        err.print(f"{args.file}: not annotated (no site table)")
+    if rep.problems:
+        t = Table(title=f"{args.file}: {len(rep.problems)} problems", title_justify="left")
+        for col in ("check", "where", "address", "problem"):
+            t.add_column(col)
+        for p in rep.problems:
+            t.add_row(p.check, p.where, f"{p.section}+{p.offset:#x}" if elf.is_relocatable else f"{p.address:#x}",
+                      p.message)  # fmt: skip
+        out.print(t)
+    status = "OK" if rep.ok else "FAILED"
+    err.print(f"{args.file}: {status}: {rep.sites} sites, {rep.excluded} excluded regions, "
+              f"{rep.instructions} instructions checked, {len(rep.problems)} problems")  # fmt: skip
+    return 0 if rep.ok else 1
+
+
+# ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="afterburn", description="Pre-virtualization for x86 kernels.")
+    p.add_argument("--version", action="version", version=f"afterburn {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    a = sub.add_parser("annotate", help="pad and record every sensitive instruction in assembler text")
+    a.add_argument("input", help="GNU as AT&T assembler (.s, or .S after cpp)")
+    a.add_argument("-o", "--output", required=True, help="output file ('-' for stdout)")
+    a.add_argument("--as-flag", action="append", default=[], metavar="FLAG",
+                   help="extra flag for the checking assembler run (e.g. -I dir); repeatable")  # fmt: skip
+    a.add_argument("--no-check", action="store_true",
+                   help="do not assemble: every site is marked flags-live and nothing is cross-checked")  # fmt: skip
+    a.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    a.set_defaults(func=cmd_annotate)
+
+    s = sub.add_parser("sites", help="list the site records of an object or linked ELF")
+    s.add_argument("file")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_sites)
+
+    v = sub.add_parser("verify", help="check an annotated object or linked ELF")
+    v.add_argument("file")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_verify)
+
+    sub.add_parser("cc", help="gcc drop-in that writes annotated objects (afterburn cc -m32 -c foo.c)", add_help=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv and argv[0] == "cc":
+            from .cc import main as cc_main
+
+            return cc_main(argv[1:])
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        return args.func(args)
+    except AfterburnError as e:
+        msg = str(e).replace("\n", " ")
+        print(f"afterburn: error: {msg}", file=sys.stderr)
+        return e.exit_status
+    except KeyboardInterrupt:
+        print("afterburn: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # a bug, not bad input: still one line, but say so
+        if os.environ.get("AFTERBURN_DEBUG"):
+            raise
+        print(f"afterburn: internal error: {type(e).__name__}: {e} (set AFTERBURN_DEBUG=1 for a traceback)",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

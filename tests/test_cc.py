@@ -1,0 +1,132 @@
+"""afterburn cc: a gcc drop-in producing annotated objects."""
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from afterburn.elf import Elf
+from afterburn.sitefmt import read_site_table
+from afterburn.verify import verify
+
+CC = [sys.executable, "-m", "afterburn.cli", "cc"]
+CFLAGS = ["-m32", "-O2", "-ffreestanding", "-fno-pie", "-fno-pic", "-fno-stack-protector", "-fno-asynchronous-unwind-tables"]
+
+C_SRC = r"""
+static inline void outb(unsigned short p, unsigned char v) { __asm__ volatile("outb %0, %1" :: "a"(v), "Nd"(p)); }
+static inline unsigned long irqsave(void) { unsigned long f; __asm__ volatile("pushfl; popl %0; cli" : "=r"(f) :: "memory"); return f; }
+static inline void irqrestore(unsigned long f) { __asm__ volatile("pushl %0; popfl" :: "r"(f) : "memory", "cc"); }
+int counter;
+void poke(int n) { unsigned long f = irqsave(); for (int i = 0; i < n; i++) { outb(0x80, i); counter++; } irqrestore(f); }
+"""
+S_SRC = """#define PORT 0x3f8
+\t.text
+\t.globl spin
+spin:
+\tmovw $PORT+5, %dx
+1:\tinb %dx, %al
+\ttestb $0x20, %al
+\tjz 1b
+\thlt
+\tret
+"""
+
+
+def cc(*args, cwd):
+    return subprocess.run(CC + list(args), cwd=cwd, capture_output=True, text=True)
+
+
+@pytest.fixture
+def project(tmp_path):
+    (tmp_path / "a.c").write_text(C_SRC)
+    (tmp_path / "b.S").write_text(S_SRC)
+    (tmp_path / "c.s").write_text("\t.text\n\t.globl c\nc:\tcli\n\tret\n")
+    return tmp_path
+
+
+def kinds(path):
+    return sorted(s.kind.name for s in read_site_table(Elf(path)).sites)
+
+
+def test_c_source(project):
+    r = cc(*CFLAGS, "-c", "a.c", "-o", "a.o", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert kinds(project / "a.o") == ["cli", "out", "popf", "pushf"]
+    assert verify(Elf(project / "a.o")).ok
+
+
+def test_preprocessed_and_plain_assembler(project):
+    assert cc(*CFLAGS, "-c", "b.S", cwd=project).returncode == 0
+    assert kinds(project / "b.o") == ["hlt", "in"]
+    assert cc(*CFLAGS, "-c", "c.s", "-o", "sub.o", cwd=project).returncode == 0
+    assert kinds(project / "sub.o") == ["cli"]
+
+
+def test_dash_S_writes_annotated_assembler(project):
+    assert cc(*CFLAGS, "-S", "a.c", cwd=project).returncode == 0
+    assert ".pushsection .afterburn," in (project / "a.s").read_text()
+
+
+def test_dependency_files_match_plain_gcc(project):
+    for flags in (["-MD"], ["-MMD", "-MP"], ["-MD", "-MF", "deps/x.d"], ["-MD", "-MT", "custom"]):
+        (project / "deps").mkdir(exist_ok=True)
+        for f in project.glob("**/*.d"):
+            f.unlink()
+        assert subprocess.run(["gcc", *CFLAGS, *flags, "-c", "a.c", "-o", "a.o"], cwd=project).returncode == 0
+        want = {p.relative_to(project): p.read_text() for p in project.glob("**/*.d")}
+        for f in project.glob("**/*.d"):
+            f.unlink()
+        assert cc(*CFLAGS, *flags, "-c", "a.c", "-o", "a.o", cwd=project).returncode == 0
+        got = {p.relative_to(project): p.read_text() for p in project.glob("**/*.d")}
+        assert got == want, flags
+
+
+def test_preprocess_only_passes_through(project):
+    r = cc("-m32", "-E", "b.S", cwd=project)
+    plain = subprocess.run(["gcc", "-m32", "-E", "b.S"], cwd=project, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == plain.stdout
+
+
+def test_compile_and_link_in_one_command(project):
+    r = cc(*CFLAGS, "-nostdlib", "-static", "-Wl,-e,poke", "a.c", "b.S", "c.s", "-o", "prog", cwd=project)
+    assert r.returncode == 0, r.stderr
+    elf = Elf(project / "prog")
+    assert not elf.is_relocatable and kinds(project / "prog") == ["cli", "cli", "hlt", "in", "out", "popf", "pushf"]
+    assert verify(elf).ok
+
+
+def test_gcc_errors_keep_gcc_status_and_leave_no_object(project):
+    (project / "bad.c").write_text("int f( {\n")
+    r = cc(*CFLAGS, "-c", "bad.c", "-o", "bad.o", cwd=project)
+    assert r.returncode == 1 and "error" in r.stderr
+    assert not (project / "bad.o").exists() and not list(project.glob(".bad.o*"))
+
+
+def test_64_bit_is_refused_clearly(project):
+    r = cc("-c", "a.c", cwd=project)
+    assert r.returncode == 2 and "-m32" in r.stderr and "Traceback" not in r.stderr
+
+
+MAKEFILE = """\
+CFLAGS = -m32 -O2 -ffreestanding -fno-pie -fno-pic -fno-stack-protector -fno-asynchronous-unwind-tables -MMD
+OBJS = a.o b.o
+prog: $(OBJS)
+\tld -m elf_i386 -e poke -o $@ $(OBJS)
+%.o: %.S
+\t$(CC) $(CFLAGS) -c $< -o $@
+-include $(OBJS:.o=.d)
+"""
+
+
+def test_make_with_afterburn_cc(project):
+    (project / "Makefile").write_text(MAKEFILE)
+    cc_cmd = " ".join(shlex.quote(a) for a in CC)
+    r = subprocess.run(["make", "-j2", f"CC={cc_cmd}"], cwd=project, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert verify(Elf(project / "prog")).ok
+    assert (project / "a.d").read_text().startswith("a.o:")
+    # A second make is a no-op: the dependency files are right.
+    r = subprocess.run(["make", f"CC={cc_cmd}"], cwd=project, capture_output=True, text=True)
+    assert "is up to date" in r.stdout

@@ -40,7 +40,8 @@ from .elf import Elf
 from .errors import AfterburnError
 from .nops import nop_directive
 
-L_START, L_INSN_END, L_END, L_MARK = "19770101", "19770102", "19770103", "19770104"
+# Site start, instruction start, instruction end, site end; exclusion marker.
+L_START, L_INSN, L_INSN_END, L_END, L_MARK = "19770101", "19770105", "19770102", "19770103", "19770104"
 SRCID_SECTION = ".afterburn.srcid"
 HEADER = "# afterburn: annotated (site format {v})"
 NOANNOTATE, ANNOTATE = ".afterburn_noannotate", ".afterburn_annotate"
@@ -52,7 +53,7 @@ Assembler = Callable[[str], bytes]
 class TextSite:
     id: int
     line: int  # 1-based line number in the input
-    kind: isa.Kind
+    kind: isa.Kind | None  # None: a macro-parameter mnemonic, decided per expansion
     text: str
     flags_live: bool = True
 
@@ -68,13 +69,14 @@ class AnnotateResult:
     def by_kind(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for s in self.sites:
-            out[s.kind.name] = out.get(s.kind.name, 0) + 1
+            name = s.kind.name if s.kind else "macro-parameter"
+            out[name] = out.get(name, 0) + 1
         return out
 
     @property
     def pad_bytes(self) -> int:
         """Pad bytes in the text (a macro body counts once)."""
-        return sum(s.kind.pad32 for s in self.sites)
+        return sum(s.kind.pad32 for s in self.sites if s.kind)
 
 
 class _Sections:
@@ -136,6 +138,7 @@ class _Emitter:
         self.user_excluded = False  # .afterburn_noannotate in effect
         self.mode = 32  # .code16 / .code32 / .code64
         self.prefix_at: int | None = None  # out index of a pending prefix-only statement
+        self.param_sites = 0
 
     def run(self) -> str:
         note_at = None
@@ -151,7 +154,10 @@ class _Emitter:
             self.out.extend(note)
         else:
             self.out[note_at:note_at] = note
-        return "\n".join([HEADER.format(v=sitefmt.FORMAT_VERSION)] + self.out) + "\n"
+        head = [HEADER.format(v=sitefmt.FORMAT_VERSION)]
+        if self.param_sites:
+            head += ["\t" + d for d in _param_symbols()]
+        return "\n".join(head + self.out) + "\n"
 
     # -- per line ----------------------------------------------------------
 
@@ -171,6 +177,8 @@ class _Emitter:
         for stmt, kind in zip(line.stmts, plan, strict=True):
             if kind == "directive":
                 self._directive_line(lineno, stmt)
+            elif kind == "param":
+                self._param_site(lineno, stmt)
             elif kind is None:
                 self.out.append("\t" + stmt.text.strip())
                 self._after_stmt(lineno, stmt)
@@ -199,6 +207,8 @@ class _Emitter:
         ins = parse_instruction(stmt.body)
         if ins is None:
             return None
+        if "\\" in ins.mnemonic:
+            return "param"  # the mnemonic is (built from) a macro parameter
         return isa.classify_att(ins.mnemonic, ins.operands)
 
     @staticmethod
@@ -225,26 +235,65 @@ class _Emitter:
             site.kind, site.flags_live = self.facts[site.id]
             kind = site.kind
         self.sites.append(site)
+        ins = parse_instruction(stmt.body)
+        before = isa.pad_before_att(kind, ins.operands if ins else [])
+        flags = (int(sitefmt.SiteFlag.FLAGS_LIVE) if site.flags_live else 0) | (
+            int(sitefmt.SiteFlag.PAD_BEFORE) if before else 0
+        )
+        pad = "\t" + nop_directive(kind.pad32)
+        self._emit_site(stmt, [pad] if before else [], [] if before else [pad], kind, str(flags), site.id)
+
+    def _emit_site(self, stmt: Stmt, pad_before: list[str], pad_after: list[str], kind, flags: str, sid: int,
+                   guard: str | None = None) -> None:  # fmt: skip
+        """Labels, pad and record around one statement.  A pending prefix
+        line ("rep" before "insb") is part of the site, so the head goes
+        before it.  ``guard`` wraps the pad and record in ``.ifdef``."""
         # Labels stay where they were: before the site, so a branch to them
-        # lands on the instruction, never in the pad.
+        # lands on its start, never inside.
         for label in stmt.labels:
             self.out.append(f"{label}:")
-        flag_byte = int(sitefmt.SiteFlag.FLAGS_LIVE) if site.flags_live else 0
+        open_, close = ([f"\t.ifdef {guard}"], ["\t.endif"]) if guard else ([], [])
+        head = [f"{L_START}:"] + (open_ + pad_before + close if pad_before else []) + [f"{L_INSN}:"]
         if self.prefix_at is not None:
-            # "rep" alone on the line before "insb": the prefix is part of the
-            # instruction, so the site starts before it.
-            self.out.insert(self.prefix_at, f"{L_START}:")
+            self.out[self.prefix_at : self.prefix_at] = head
             self.prefix_at = None
         else:
-            self.out.append(f"{L_START}:")
+            self.out.extend(head)
         self.out.append("\t" + stmt.body)
         self.out.append(f"{L_INSN_END}:")
-        self.out.append("\t" + nop_directive(kind.pad32))
-        self.out.append(f"{L_END}:")
-        self.out.extend("\t" + d for d in sitefmt.record_directives(f"{L_START}b", f"{L_INSN_END}b", f"{L_END}b",
-                                                                     kind, flag_byte))  # fmt: skip
+        self.out += open_ + pad_after + [f"{L_END}:"]
+        self.out.extend("\t" + d for d in sitefmt.record_directives(
+            f"{L_START}b", f"{L_END}b", f"{L_INSN_END}b - {L_INSN}b", kind, flags))  # fmt: skip
         if self.facts is None:  # pass 1: map the record back to this text site
-            self.out += [f'\t.pushsection {SRCID_SECTION},"",@progbits', f"\t.long {site.id}", "\t.popsection"]
+            self.out += [f'\t.pushsection {SRCID_SECTION},"",@progbits', f"\t.long {sid}", "\t.popsection"]
+        self.out += close
+
+    def _param_site(self, lineno: int, stmt: Stmt) -> None:
+        """A statement like ``rep \\insn`` inside a macro: which instruction it
+        is depends on the expansion, so let gas decide.  Every unambiguous
+        sensitive mnemonic has assembler-local symbols for its kind, pad and
+        pad placement (see :func:`_param_symbols`); gas substitutes the
+        parameter into those names, and ``.ifdef`` leaves non-sensitive
+        expansions alone."""
+        if not self.sections.exec():
+            self.out.append("\t" + stmt.text.strip())
+            return
+        ins = parse_instruction(stmt.body)
+        token = ins.mnemonic if ins else ""
+        # The mnemonic as written (case kept: gas symbol names are case-sensitive).
+        written = next(t for t in stmt.body.split() if t.lower() == token)
+        site = TextSite(len(self.sites), lineno, None, stmt.body)  # kind decided per expansion
+        if self.facts is not None:
+            site.flags_live = self.facts.get(site.id, (None, True))[1]
+        self.sites.append(site)
+        self.param_sites += 1
+        kind_sym, pad_sym, before_sym = (f"{PARAM_KIND}{written}", f"{PARAM_PAD}{written}",
+                                         f"{PARAM_BEFORE}{written}")  # fmt: skip
+        live = int(sitefmt.SiteFlag.FLAGS_LIVE) if site.flags_live else 0
+        flags = f"{live} | ({before_sym} * {int(sitefmt.SiteFlag.PAD_BEFORE)})"
+        self._emit_site(stmt, [f"\t.if {before_sym}", f"\t.skip {pad_sym}, 0x90", "\t.endif"],
+                        [f"\t.if {before_sym} == 0", f"\t.skip {pad_sym}, 0x90", "\t.endif"],
+                        kind_sym, flags, site.id, guard=kind_sym)  # fmt: skip
 
     # -- exclusion -------------------------------------------------------------
 
@@ -301,6 +350,23 @@ class _Emitter:
             self.out += [f'\t.pushsection {SRCID_SECTION},"",@progbits', "\t.long -1", "\t.popsection"]
 
 
+PARAM_KIND, PARAM_PAD, PARAM_BEFORE = ".Lafterburn_kind_", ".Lafterburn_pad_", ".Lafterburn_before_"
+
+
+def _param_symbols() -> list[str]:
+    """``.set`` lines naming the kind and pad of every mnemonic that is
+    sensitive whatever its operands (so not mov/push/pop/int/jmp/call)."""
+    out = []
+    for m in sorted({m for k in isa.KINDS for m in k.att_mnemonics}):
+        kinds = [k for k in isa.KINDS if m in k.att_mnemonics]
+        if len(kinds) == 1 and kinds[0].att_test is None:
+            k = kinds[0]
+            for spelling in {m, m.upper()}:
+                out += [f".set {PARAM_KIND}{spelling}, {k.id}", f".set {PARAM_PAD}{spelling}, {k.pad32}",
+                        f".set {PARAM_BEFORE}{spelling}, {int(isa.pad_before(k, False))}"]  # fmt: skip
+    return out
+
+
 def _prefix_only(stmt: Stmt) -> bool:
     """A statement made only of prefixes, like ``rep`` in ``rep; insb``."""
     return bool(stmt.body) and not stmt.labels and not stmt.is_directive and parse_instruction(stmt.body) is None
@@ -333,13 +399,14 @@ def annotate_text(src: str, name: str = "<input>", assemble: Assembler | None = 
     pass1 = _Emitter(lines, name, None)
     text1 = pass1.run()
     obj = assemble(text1)
-    facts = _facts_from_object(Elf(f"{name} (pass 1)", obj), name)
+    per_expansion = {s.id for s in pass1.sites if s.kind is None}
+    facts = _facts_from_object(Elf(f"{name} (pass 1)", obj), name, per_expansion)
     em = _Emitter(lines, name, facts)
     text = em.run()
     return AnnotateResult(text, em.sites, em.excluded, em.warnings)
 
 
-def _facts_from_object(elf: Elf, name: str) -> dict[int, tuple[isa.Kind, bool]]:
+def _facts_from_object(elf: Elf, name: str, per_expansion: set[int]) -> dict[int, tuple[isa.Kind, bool]]:
     """(kind, flags live) per text site, read off the pass-1 object; also
     the cross-check that the object holds no unrecorded sensitive instruction."""
     table = sitefmt.read_site_table(elf)
@@ -356,7 +423,7 @@ def _facts_from_object(elf: Elf, name: str) -> dict[int, tuple[isa.Kind, bool]]:
         site_at = {s.offset: s for s in secsites}
         relocated = {r.offset for r in elf.relocations(sec)}
         for s in secsites:
-            insn = decode.decode_one(sec.data, s.offset, s.offset, elf.bits)
+            insn = decode.decode_one(sec.data, s.insn_offset, s.insn_offset, elf.bits)
             kind = isa.classify(insn) if insn is not None else None
             if kind is None:
                 raise AfterburnError(f"{name}: internal error: the {s.kind.name} site at "
@@ -365,7 +432,7 @@ def _facts_from_object(elf: Elf, name: str) -> dict[int, tuple[isa.Kind, bool]]:
             live = decode.site_flags_live(s, sec.data, elf.bits, site_at, relocated)
             if sid in facts:
                 prev_kind, prev_live = facts[sid]
-                if prev_kind is not kind:
+                if prev_kind is not kind and sid not in per_expansion:
                     raise AfterburnError(f"{name}: one source line expands to different instructions "
                                          f"({prev_kind.name} and {kind.name}); annotate the macro by hand")  # fmt: skip
                 live = live or prev_live  # a macro body is live if any expansion is

@@ -182,6 +182,59 @@ def cmd_verify(args) -> int:
 
 
 # ---------------------------------------------------------------------------
+# run
+
+
+def _print_run_summary(obs, path: str) -> None:
+    st = obs.stats
+    t = Table(title=f"{path} on {obs.backend}", title_justify="left", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("ending", f"{obs.ending.describe()} (exit status {obs.ending.status})")
+    t.add_row("instructions", f"{st.instructions:,}")
+    t.add_row("virtual time", f"{st.virtual_ns / 1e6:.3f} ms ({st.idle_ns / 1e6:.3f} ms idle in hlt)")
+    t.add_row("interrupts", f"{st.interrupts:,} delivered, {st.halts:,} hlt")
+    if st.exceptions:
+        t.add_row("exceptions", ", ".join(f"{k} {v}" for k, v in sorted(st.exceptions.items())))
+    if st.exits:
+        t.add_row("exits", ", ".join(f"{k} {v:,}" for k, v in sorted(st.exits.items())))
+    if st.hypercalls:
+        t.add_row("hypercalls", ", ".join(f"{k} {v:,}" for k, v in sorted(st.hypercalls.items())))
+    rate = st.instructions / st.wall_s / 1e6 if st.wall_s else 0
+    t.add_row("wall time", f"{st.wall_s:.3f} s ({rate:.1f} M instructions/s)")
+    err.print(t)
+
+
+def cmd_run(args) -> int:
+    from backends import get_backend
+    from backends.pc.loader import load_image
+    from backends.pc.machine import Limits, Machine
+
+    image = load_image(args.kernel)
+    backend = get_backend(args.backend or image.notes.get("backend", "bare"))
+    image = backend.prepare(image)
+    stream = None if args.json else (lambda b: (sys.stdout.buffer.write(bytes([b])), sys.stdout.buffer.flush()))
+    machine = Machine(ram_size=args.memory << 20, on_serial=stream)
+    machine.load(image, args.cmdline)
+    obs = machine.run(backend, Limits(max_insns=args.max_insns, timeout=args.timeout))
+    if args.json:
+        _print_json({"kernel": args.kernel, **obs.to_json()})
+    else:
+        _print_run_summary(obs, args.kernel)
+    return obs.ending.status
+
+
+# ---------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,6 +261,21 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("file")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_verify)
+
+    r = sub.add_parser(
+        "run", help="run a multiboot kernel on the emulated PC",
+        description="Run a multiboot kernel.  The exit status is the value the guest wrote to isa-debug-exit "
+                    "(port 0xf4, 0-255), or 250 halted, 251 fault (triple fault), 252 timeout, 253 max-insns, "
+                    "254 machine error.",
+    )  # fmt: skip
+    r.add_argument("kernel", help="multiboot v1 ELF kernel")
+    r.add_argument("--backend", help="backend to run on (default: bare, or the one a rewritten image names)")
+    r.add_argument("--max-insns", type=_positive_int, help="stop after this many guest instructions")
+    r.add_argument("--timeout", type=float, default=60.0, help="stop after this many seconds of wall time (60)")
+    r.add_argument("--memory", type=_positive_int, default=32, help="guest RAM in MiB (32)")
+    r.add_argument("--cmdline", help="multiboot command line (default: the kernel path)")
+    r.add_argument("--json", action="store_true", help="print the whole Observation as JSON instead")
+    r.set_defaults(func=cmd_run)
 
     sub.add_parser("cc", help="gcc drop-in that writes annotated objects (afterburn cc -m32 -c foo.c)", add_help=False)
     return p

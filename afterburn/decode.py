@@ -133,18 +133,18 @@ def sweep(elf: Elf, section: Section, sites: list[Site], excluded: list[Region],
                 continue
             seen.add(off)
             site = site_at.get(off)
-            insn = None
+            at = site.insn_offset if site is not None else off
             try:
                 # Addresses are section offsets throughout, so branch targets
                 # and relocation offsets compare directly.
-                insn = next(md.disasm(data[off : off + 16], off, 1), None)
+                insn = next(md.disasm(data[at : at + 16], at, 1), None)
             except CsError:
                 insn = None
             if insn is None:
                 off += 1
                 continue
             kind = isa.classify(insn) if insn.id in isa.CS_IDS else None
-            out.append(Decoded(off, insn, kind, site))
+            out.append(Decoded(at, insn, kind, site))
             off = site.end if site is not None and site.end > off else off + insn.size
     out.sort(key=lambda d: d.offset)
     return out
@@ -225,7 +225,9 @@ def flags_live_after(
         if offset >= len(data) or offset in seen:
             return True
         seen.add(offset)
-        insn = decode_one(data, offset, offset, bits)
+        site = sites.get(offset)
+        at = site.insn_offset if site is not None else offset
+        insn = decode_one(data, at, at, bits)
         if insn is None:
             return True
         reads, writes = flag_effects(insn)
@@ -234,7 +236,6 @@ def flags_live_after(
         pending &= ~writes
         if not pending:
             return False
-        site = sites.get(offset)
         nxt = site.end if site is not None else offset + insn.size
         groups = set(insn.groups)
         if groups & _STOPS or insn.id in (X.X86_INS_HLT, X.X86_INS_UD2, X.X86_INS_SYSENTER, X.X86_INS_SYSCALL):
@@ -243,7 +244,7 @@ def flags_live_after(
             if insn.id != X.X86_INS_JMP:
                 return True  # conditional (or loop/jecxz) with flags undecided
             op = insn.operands[0] if insn.operands else None
-            if op is None or op.type != X.X86_OP_IMM or any(offset < r < nxt for r in relocated):
+            if op is None or op.type != X.X86_OP_IMM or any(at < r < at + insn.size for r in relocated):
                 return True
             nxt = op.imm
         offset = nxt

@@ -54,6 +54,16 @@ from capstone import x86_const as X
 
 _CONTROL_TRANSFER = frozenset({"iret", "lret", "ljmp", "lcall", "int", "int3", "into", "rsm"})
 
+# Kinds whose *next* instruction address is architecturally visible: pushed
+# as a return address (int, int3, into, lcall), the EIP an interrupt sees
+# after waking from hlt, or protected by an interrupt shadow (sti; loads of
+# SS, see pad_before).  Their pad goes *before* the instruction, so the
+# padded binary keeps "sti; hlt" atomic and "mov ss; mov esp" safe on real
+# hardware.  Every other kind keeps its pad after, so its own address (what
+# exception tables such as Linux's __ex_table name) is unchanged.
+PAD_BEFORE_KINDS = frozenset({"sti", "hlt", "int", "int3", "into", "lcall"})
+_SS_SHADOW_KINDS = frozenset({"mov_to_sreg", "pop_sreg"})
+
 
 class Class(enum.Enum):
     PRIVILEGED = "privileged"  # #GP (or #UD) when executed at CPL > 0 with IOPL 0
@@ -335,6 +345,19 @@ for _k in KINDS:
 
 # The capstone ids worth looking at; anything else is never sensitive.
 CS_IDS: frozenset[int] = frozenset(_BY_CS_ID)
+
+
+def pad_before(kind: Kind, loads_ss: bool) -> bool:
+    """Where a site's pad goes (see PAD_BEFORE_KINDS)."""
+    return kind.name in PAD_BEFORE_KINDS or (kind.name in _SS_SHADOW_KINDS and loads_ss)
+
+
+def pad_before_cs(kind: Kind, insn) -> bool:
+    return pad_before(kind, kind.name in _SS_SHADOW_KINDS and "ss" in _cs_regs(insn)[:1])
+
+
+def pad_before_att(kind: Kind, operands: list[str]) -> bool:
+    return pad_before(kind, kind.name in _SS_SHADOW_KINDS and bool(operands) and operands[-1].lower() == "%ss")
 
 
 def classify(insn) -> Kind | None:

@@ -28,7 +28,7 @@ from .elf import EM_386, I386_PC_RELATIVE, R_X86_64_PC32, Elf, Section
 from .errors import FormatError
 
 SECTION = ".afterburn"
-NOTE_SECTION = ".note.afterburn"
+NOTE_SECTION = ".afterburn.note"  # not ".note.*": kernel linker scripts often discard those
 NOTE_NAME = b"Afterburn"
 NT_AFTERBURN_FORMAT = 1
 FORMAT_VERSION = 1
@@ -44,9 +44,12 @@ class SiteFlag(enum.IntFlag):
     # Some arithmetic flag (CF PF AF ZF SF OF) may be read after the site
     # before being written, so a patch must preserve them.
     FLAGS_LIVE = 0x01
+    # The pad precedes the instruction, which ends the site (see
+    # isa.PAD_BEFORE_KINDS); otherwise the instruction starts the site.
+    PAD_BEFORE = 0x02
 
 
-RESERVED_FLAGS = 0xFF & ~int(SiteFlag.FLAGS_LIVE)
+RESERVED_FLAGS = 0xFF & ~int(SiteFlag.FLAGS_LIVE | SiteFlag.PAD_BEFORE)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,19 @@ class Site:
     @property
     def flags_live(self) -> bool:
         return bool(self.flags & SiteFlag.FLAGS_LIVE)
+
+    @property
+    def pad_before(self) -> bool:
+        return bool(self.flags & SiteFlag.PAD_BEFORE)
+
+    @property
+    def insn_offset(self) -> int:
+        """Where the instruction itself starts (within the section)."""
+        return self.offset + self.pad if self.pad_before else self.offset
+
+    @property
+    def pad_offset(self) -> int:
+        return self.offset if self.pad_before else self.offset + self.insn_len
 
     @property
     def end(self) -> int:
@@ -251,13 +267,15 @@ def note_directives(isa_id: int = ISA_I386) -> list[str]:
     ]
 
 
-def record_directives(start: str, insn_end: str, end: str, kind: isa.Kind, flags: int | str) -> list[str]:
-    """One record; the labels are gas expressions (e.g. ``7771b``)."""
+def record_directives(start: str, end: str, insn_len: str, kind: isa.Kind | str, flags: int | str) -> list[str]:
+    """One record.  ``start``/``end`` are label expressions (e.g. ``7771b``),
+    ``insn_len`` and (if not a Kind) ``kind`` and ``flags`` gas expressions."""
+    kind_id = kind.id if isinstance(kind, isa.Kind) else kind
     return [
         f'.pushsection {SECTION},"a",@progbits',
         ".balign 4",
         f".long {start} - .",
-        f".byte {kind.id}, {end} - {start}, {insn_end} - {start}, {flags}",
+        f".byte {kind_id}, {end} - {start}, {insn_len}, {flags}",
         ".popsection",
     ]
 

@@ -26,7 +26,7 @@ from .sitefmt import Site, SiteTable, read_site_table
 
 @dataclass(frozen=True)
 class Problem:
-    check: str  # unannotated | kind | length | pad | branch-into-pad | overlap | duplicate | flags
+    check: str  # unannotated | kind | length | placement | pad | branch-into-pad | overlap | duplicate | flags
     section: str
     offset: int
     address: int
@@ -132,7 +132,7 @@ def _check_records(elf: Elf, sec: Section, sites: list[Site]) -> list[Problem]:
                 out.append(_problem(elf, sec, s.offset, "overlap",
                                     f"{s.kind.name} record overlaps the {prev.kind.name} site at {prev.offset:#x}"))  # fmt: skip
         prev = s
-        insn = decode.decode_one(data, s.offset, s.offset, elf.bits)
+        insn = decode.decode_one(data, s.insn_offset, s.insn_offset, elf.bits)
         if insn is None:
             out.append(_problem(elf, sec, s.offset, "kind", f"record says {s.kind.name}, bytes do not decode"))
             continue
@@ -140,12 +140,16 @@ def _check_records(elf: Elf, sec: Section, sites: list[Site]) -> list[Problem]:
         if kind is not s.kind:
             got = kind.name if kind else f"'{insn.mnemonic} {insn.op_str}'".replace(" '", "'")
             out.append(_problem(elf, sec, s.offset, "kind", f"record says {s.kind.name}, instruction is {got}"))
+            continue
         if insn.size != s.insn_len:
             out.append(_problem(elf, sec, s.offset, "length",
                                 f"record says the instruction is {s.insn_len} bytes, it is {insn.size}"))  # fmt: skip
             continue
-        if not decode.nop_cover(data, s.offset + s.insn_len, s.end, elf.bits):
-            out.append(_problem(elf, sec, s.offset, "pad", f"the {s.pad}-byte pad after {s.kind.name} is not all NOPs"))
+        if s.pad_before != isa.pad_before_cs(kind, insn):
+            where = "before" if isa.pad_before_cs(kind, insn) else "after"
+            out.append(_problem(elf, sec, s.offset, "placement", f"the pad of {s.kind.name} belongs {where} it"))
+        if not decode.nop_cover(data, s.pad_offset, s.pad_offset + s.pad, elf.bits):
+            out.append(_problem(elf, sec, s.offset, "pad", f"the {s.pad}-byte pad of {s.kind.name} is not all NOPs"))
         if not s.flags_live and decode.site_flags_live(s, data, elf.bits, site_at, relocated):
             out.append(_problem(elf, sec, s.offset, "flags",
                                 f"record claims arithmetic flags are dead after {s.kind.name}, but they may be read"))  # fmt: skip
@@ -159,8 +163,9 @@ def _check_coverage_and_branches(
     relocated = {r.offset for r in elf.relocations(sec)} if elf.is_relocatable else set()
     decoded = decode.sweep(elf, sec, sites, table.excluded)
     rep.instructions += len(decoded)
-    pads = sorted(((s.offset + s.insn_len, s.end, s) for s in sites if s.end > s.offset + s.insn_len),
-                  key=lambda p: p[:2])
+    # A target strictly inside a site (its pad, or the instruction when the
+    # pad comes first) would skip part of what the rewriter replaces.
+    pads = sorted(((s.offset + 1, s.end, s) for s in sites if s.end > s.offset + 1), key=lambda p: p[:2])
 
     pad_starts = [p[0] for p in pads]
 
@@ -180,12 +185,12 @@ def _check_coverage_and_branches(
             site = in_pad(target)
             if site is not None:
                 out.append(_problem(elf, sec, d.offset, "branch-into-pad",
-                                    f"branch at {elf.symbolize(sec, d.offset)} targets the pad of the "
+                                    f"branch at {elf.symbolize(sec, d.offset)} targets the inside of the "
                                     f"{site.kind.name} site at {elf.symbolize(sec, site.offset)}"))  # fmt: skip
     for target, src in reloc_targets:
         site = in_pad(target)
         if site is not None:
             out.append(_problem(elf, sec, target, "branch-into-pad",
-                                f"relocation from {src} points into the pad of the {site.kind.name} site at "
+                                f"relocation from {src} points inside the {site.kind.name} site at "
                                 f"{elf.symbolize(sec, site.offset)}"))  # fmt: skip
     return out

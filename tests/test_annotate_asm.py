@@ -32,11 +32,12 @@ def test_every_form_is_annotated_and_verifies(kind, tmp_path, as_assembler):
     text_sec = elf.section(".text")
     for site in table.sites:
         assert site.kind.name == kind
-        insn = decode_one(text_sec.data, site.offset, site.offset)
+        insn = decode_one(text_sec.data, site.insn_offset, site.insn_offset)
         assert insn.size == site.insn_len
         assert isa.classify(insn) is site.kind
+        assert site.pad_before == isa.pad_before_cs(site.kind, insn)
         assert site.length == site.insn_len + site.kind.pad32
-        assert nop_cover(text_sec.data, site.offset + site.insn_len, site.end)
+        assert nop_cover(text_sec.data, site.pad_offset, site.pad_offset + site.pad)
     rep = verify(elf, table)
     assert rep.ok, rep.problems
     # The unannotated program is recovered exactly by deleting the pads.
@@ -44,8 +45,8 @@ def test_every_form_is_annotated_and_verifies(kind, tmp_path, as_assembler):
     stripped = bytearray()
     pos = 0
     for site in sorted(table.sites, key=lambda s: s.offset):
-        stripped += text_sec.data[pos : site.offset + site.insn_len]
-        pos = site.end
+        stripped += text_sec.data[pos : site.pad_offset]
+        pos = site.pad_offset + site.pad
     stripped += text_sec.data[pos:]
     assert bytes(stripped) == plain
 
@@ -64,6 +65,24 @@ def test_everything_else_passes_through_verbatim(as_assembler):
 def test_prefix_on_its_own_line_starts_the_site(tmp_path, as_assembler):
     res, elf, table = annotate_and_load("\t.text\n\trep\n\tinsb\n\trep; outsw\n\tret\n", tmp_path, as_assembler)
     assert [(s.kind.name, s.offset, s.insn_len) for s in table.sites] == [("ins", 0, 2), ("outs", 7, 3)]
+    assert verify(elf, table).ok
+
+
+def test_pad_placement_keeps_next_instruction_addresses(tmp_path, as_assembler):
+    """sti/hlt/int/int3/into/lcall and loads of SS put the pad first, so the
+    address after the instruction (return address, wake-up EIP, interrupt
+    shadow) is where the source says; faulting kinds keep the pad after, so
+    their own address (exception tables) is where the source says."""
+    src = ("\t.text\nf:\tsti\na:\thlt\nb:\tint3\nc:\tmovw %ax,%ss\nd:\tmovl %eax,%esp\n"
+           "e:\trdmsr\n\tmovw %ax,%ds\n\tret\n")  # fmt: skip
+    res, elf, table = annotate_and_load(src, tmp_path, as_assembler)
+    syms = {s.name: s.value for s in elf.symbols if s.name in "abcde"}
+    by_kind = {s.kind.name: s for s in table.sites}
+    assert by_kind["sti"].end == syms["a"] and by_kind["hlt"].end == syms["b"] and by_kind["int3"].end == syms["c"]
+    assert by_kind["mov_to_sreg"].pad_before is False  # the ds load
+    ss_load = next(s for s in table.sites if s.offset == syms["c"])
+    assert ss_load.pad_before and ss_load.end == syms["d"]  # mov ss; mov esp stay adjacent
+    assert by_kind["rdmsr"].insn_offset == syms["e"] and not by_kind["rdmsr"].pad_before
     assert verify(elf, table).ok
 
 

@@ -85,7 +85,7 @@ def test_unknown_version_is_refused(tmp_path):
 
 def test_records_without_note_are_refused(tmp_path):
     obj = assemble("\t.text\n" + GOOD_CLI, tmp_path)
-    with pytest.raises(FormatError, match="no .note.afterburn"):
+    with pytest.raises(FormatError, match="no .afterburn.note"):
         read_site_table(Elf(obj))
 
 

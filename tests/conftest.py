@@ -54,3 +54,30 @@ def as_assembler(tmp_path):
         return assemble(text, tmp_path, f"pass{counter[0]}").read_bytes()
 
     return _assemble
+
+
+GUESTS = ("hello", "timer", "paging", "ring3", "portio", "kinds")
+AFTERBURN_CC = f"{sys.executable} -m afterburn.cli cc"
+
+
+@pytest.fixture(scope="session")
+def corpus_builds(tmp_path_factory):
+    """The corpus guests built twice: with gcc, and with ``afterburn cc``."""
+    base = tmp_path_factory.mktemp("corpus")
+    out = {}
+    for flavour, extra in (("plain", []), ("annotated", [f"CC={AFTERBURN_CC}"])):
+        build = base / flavour
+        r = subprocess.run(["make", "-s", "-j2", "-C", str(ROOT / "corpus" / "guests"), f"BUILD={build}", *extra],
+                           capture_output=True, text=True)  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+        out[flavour] = build
+    return out
+
+
+def qemu_run(kernel: Path, timeout: float = 60) -> tuple[bytes, int]:
+    """Serial output and exit status of the reference QEMU command."""
+    qemu = require_tool("qemu-system-i386")
+    r = subprocess.run([qemu, "-kernel", str(kernel), "-nodefaults", "-m", "32", "-display", "none", "-serial",
+                        "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)  # fmt: skip
+    return r.stdout, r.returncode

@@ -242,6 +242,13 @@ class PicPair(Device):
         self.set_irq(line, True)
         self.set_irq(line, False)
 
+    def line_masked(self, line: int) -> bool:
+        """True if ``line`` cannot reach the CPU (masked here or, for the
+        slave's lines, at the cascade input IRQ2)."""
+        if line < 8:
+            return bool(self.master.imr >> line & 1)
+        return bool(self.slave.imr >> (line - 8) & 1) or bool(self.master.imr >> 2 & 1)
+
     def has_interrupt(self) -> bool:
         return self.master.pending() >= 0
 

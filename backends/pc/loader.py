@@ -1,0 +1,158 @@
+"""Multiboot v1 kernels: the image a backend runs, and the boot state.
+
+The loader turns a kernel ELF into an :class:`Image` (segments at physical
+addresses, the entry point, the ELF for symbols and site records) and builds
+what a multiboot loader hands over (Multiboot spec 0.6.96, section 3.2):
+EAX=0x2BADB002, EBX=the info block, flat 4 GiB code and data segments,
+protected mode without paging, IF=0.  The info block follows QEMU's
+multiboot loader (mem_lower 640, mem_upper = RAM above 1 MiB, a memory map,
+the command line), because QEMU is the oracle the corpus is compared with.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from afterburn.elf import EM_386, Elf
+from afterburn.errors import FormatError
+
+MB1_MAGIC = 0x1BADB002
+MB1_BOOT_MAGIC = 0x2BADB002
+MB_AOUT_KLUDGE = 1 << 16
+MB_SUPPORTED_REQUIRED = 0x7  # page-align modules, memory info, video mode (ignored: no display)
+
+PT_LOAD = 1
+
+# Low-memory layout of what the loader itself places.
+BOOT_GDT = 0x500
+MBI_ADDR = 0x9000
+MMAP_ADDR = 0x9100
+CMDLINE_ADDR = 0x9400
+LOADER_NAME_ADDR = 0x9800
+BOOT_STACK = 0x7C00
+BOOT_CS, BOOT_DS = 0x10, 0x18  # QEMU's multiboot option ROM uses the same selectors
+
+
+@dataclass
+class Segment:
+    paddr: int
+    vaddr: int
+    data: bytes
+    memsz: int
+    flags: int  # PF_X 1, PF_W 2, PF_R 4
+
+    @property
+    def end(self) -> int:
+        return self.paddr + self.memsz
+
+
+@dataclass
+class Image:
+    """A bootable kernel image: what the machine loads."""
+
+    path: str
+    entry: int
+    segments: list[Segment]
+    elf: Elf
+    mb_flags: int
+    notes: dict[str, str] = field(default_factory=dict)  # e.g. {"backend": "xen"} for rewritten images
+
+
+def find_multiboot_header(raw: bytes) -> tuple[int, tuple[int, ...]] | None:
+    """(offset, header words) of a valid multiboot v1 header in the first 8 KiB."""
+    for off in range(0, min(len(raw), 8192) - 11, 4):
+        magic, flags, csum = struct.unpack_from("<III", raw, off)
+        if magic == MB1_MAGIC and (magic + flags + csum) & 0xFFFFFFFF == 0:
+            words = struct.unpack_from("<8I", raw + b"\0" * 32, off)
+            return off, words
+    return None
+
+
+def load_image(path: str | Path) -> Image:
+    """Read a multiboot v1 ELF kernel; bad input raises FormatError."""
+    elf = Elf(path)
+    if elf.machine != EM_386 or elf.bits != 32:
+        raise FormatError(f"{path}: not a 32-bit x86 kernel")
+    if elf.type != "ET_EXEC":
+        raise FormatError(f"{path}: not an executable ELF (type {elf.type}); link the kernel first")
+    found = find_multiboot_header(elf.raw)
+    if found is None:
+        raise FormatError(f"{path}: no multiboot v1 header in the first 8 KiB")
+    _, words = found
+    flags = words[1]
+    if flags & 0xFFFF & ~MB_SUPPORTED_REQUIRED:
+        raise FormatError(f"{path}: multiboot header requires unsupported features (flags {flags:#x})")
+    segments = _elf_segments(elf)
+    entry = elf.entry
+    if flags & MB_AOUT_KLUDGE:
+        header_addr, load_addr, load_end, bss_end, entry = words[3:8]
+        hdr_off = found[0]
+        file_start = hdr_off - (header_addr - load_addr)
+        end = load_end or (load_addr + len(elf.raw) - file_start)
+        if file_start < 0 or end < load_addr:
+            raise FormatError(f"{path}: inconsistent multiboot a.out-kludge addresses")
+        data = elf.raw[file_start : file_start + (end - load_addr)]
+        segments = [Segment(load_addr, load_addr, data, max(bss_end, end) - load_addr, 7)]
+    if not segments:
+        raise FormatError(f"{path}: no loadable segments")
+    return Image(str(path), entry, segments, elf, flags)
+
+
+def _elf_segments(elf: Elf) -> list[Segment]:
+    out = []
+    raw = elf.raw
+    try:
+        phoff, = struct.unpack_from("<I", raw, 28)
+        phentsize, phnum = struct.unpack_from("<HH", raw, 42)
+    except struct.error:
+        raise FormatError(f"{elf.path}: truncated ELF header") from None
+    for i in range(phnum):
+        off = phoff + i * phentsize
+        if off + 32 > len(raw):
+            raise FormatError(f"{elf.path}: program header {i} lies outside the file")
+        p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_flags, _ = struct.unpack_from("<8I", raw, off)
+        if p_type != PT_LOAD or p_memsz == 0:
+            continue
+        if p_offset + p_filesz > len(raw) or p_filesz > p_memsz:
+            raise FormatError(f"{elf.path}: segment {i} is truncated or inconsistent")
+        out.append(Segment(p_paddr, p_vaddr, raw[p_offset : p_offset + p_filesz], p_memsz, p_flags))
+    return out
+
+
+def gdt_entry(base: int, limit: int, access: int, flags: int) -> bytes:
+    e = ((limit & 0xFFFF) | ((base & 0xFFFFFF) << 16) | (access << 40) | (((limit >> 16) & 0xF) << 48)
+         | ((flags & 0xF) << 52) | (((base >> 24) & 0xFF) << 56))  # fmt: skip
+    return struct.pack("<Q", e)
+
+
+BOOT_GDT_BYTES = b"".join([
+    b"\0" * 8, b"\0" * 8,
+    gdt_entry(0, 0xFFFFF, 0x9A, 0xC),  # 0x10: ring-0 code, flat 4 GiB
+    gdt_entry(0, 0xFFFFF, 0x92, 0xC),  # 0x18: ring-0 data
+])  # fmt: skip
+
+
+def multiboot_info(ram_size: int, cmdline: str) -> dict[int, bytes]:
+    """Physical address -> bytes for the info block and what it points at."""
+    mmap_entries = [
+        (0, 0x9FC00, 1),
+        (0x9FC00, 0x400, 2),
+        (0xF0000, 0x10000, 2),
+        (0x100000, ram_size - 0x100000, 1),
+    ]
+    mmap = b"".join(struct.pack("<IQQI", 20, base, length, kind) for base, length, kind in mmap_entries)
+    cmd = cmdline.encode()[:0x3FF] + b"\0"
+    name = b"afterburn\0"
+    info = struct.pack(
+        "<IIIIIIIIIIIII",
+        (1 << 0) | (1 << 2) | (1 << 6) | (1 << 9),  # mem, cmdline, mmap, boot loader name
+        640,  # mem_lower (KiB), as QEMU
+        (ram_size - 0x100000) // 1024,  # mem_upper (KiB)
+        0,  # boot_device (not provided)
+        CMDLINE_ADDR,
+        0, 0,  # mods
+        0, 0, 0, 0,  # syms
+        len(mmap), MMAP_ADDR,
+    ) + struct.pack("<IIII", 0, 0, 0, LOADER_NAME_ADDR)  # drives length/addr, config table, loader name
+    return {MBI_ADDR: info, MMAP_ADDR: mmap, CMDLINE_ADDR: cmd, LOADER_NAME_ADDR: name}

@@ -19,8 +19,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 venv: $(VENV)/.installed
 
 guests: venv
-	$(MAKE) -C corpus/guests BUILD=build/plain
-	$(MAKE) -C corpus/guests BUILD=build/annotated CC="$(abspath $(AFTERBURN)) cc"
+	$(MAKE) -s -C corpus/guests BUILD=build/plain
+	$(MAKE) -s -C corpus/guests BUILD=build/annotated CC="$(abspath $(AFTERBURN)) cc"
 
 demo: guests
 	$(PY) -m afterburn.demo

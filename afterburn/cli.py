@@ -198,6 +198,8 @@ def _print_run_summary(obs, path: str) -> None:
         t.add_row("exceptions", ", ".join(f"{k} {v}" for k, v in sorted(st.exceptions.items())))
     if st.exits:
         t.add_row("exits", ", ".join(f"{k} {v:,}" for k, v in sorted(st.exits.items())))
+    if st.unknown_ports:
+        t.add_row("unknown ports", ", ".join(f"{k} ×{v}" for k, v in sorted(st.unknown_ports.items())))
     if st.hypercalls:
         t.add_row("hypercalls", ", ".join(f"{k} {v:,}" for k, v in sorted(st.hypercalls.items())))
     rate = st.instructions / st.wall_s / 1e6 if st.wall_s else 0
@@ -216,6 +218,8 @@ def cmd_run(args) -> int:
     stream = None if args.json else (lambda b: (sys.stdout.buffer.write(bytes([b])), sys.stdout.buffer.flush()))
     machine = Machine(ram_size=args.memory << 20, on_serial=stream)
     machine.load(image, args.cmdline)
+    for spec in args.digest:
+        machine.digest(spec)
     obs = machine.run(backend, Limits(max_insns=args.max_insns, timeout=args.timeout))
     if args.json:
         _print_json({"kernel": args.kernel, **obs.to_json()})
@@ -274,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float, default=60.0, help="stop after this many seconds of wall time (60)")
     r.add_argument("--memory", type=_positive_int, default=32, help="guest RAM in MiB (32)")
     r.add_argument("--cmdline", help="multiboot command line (default: the kernel path)")
+    r.add_argument("--digest", action="append", default=[], metavar="SYMBOL|ADDR:LEN",
+                   help="also digest this guest memory in the Observation (default: .data); repeatable")  # fmt: skip
     r.add_argument("--json", action="store_true", help="print the whole Observation as JSON instead")
     r.set_defaults(func=cmd_run)
 

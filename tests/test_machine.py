@@ -22,9 +22,29 @@ def test_multiboot_entry_state(tmp_path):
     assert read_u32(m, symbol(k, "boot_eax")) == 0x2BADB002
     mbi = read_u32(m, symbol(k, "boot_ebx"))
     flags, mem_lower, mem_upper = struct.unpack("<III", bytes(m.uc.mem_read(mbi, 12)))
-    assert flags & 1 and flags & 4 and (mem_lower, mem_upper) == (640, (32 << 20) // 1024 - 1024)
+    # As QEMU 7.2 + SeaBIOS hand it over (SeaBIOS keeps the top 128 KiB).
+    assert flags == 0x24F and (mem_lower, mem_upper) == (639, (32 << 20) // 1024 - 1024 - 128)
     cmdline = read_u32(m, mbi, 4)
-    assert bytes(m.uc.mem_read(cmdline, len(str(k)))).decode() == str(k)
+    assert bytes(m.uc.mem_read(cmdline, len(str(k)) + 2)) == str(k).encode() + b" \0"
+    assert bytes(m.uc.mem_read(0x400, 2)) == b"\xf8\x03"  # BIOS data area: COM1
+
+
+def test_unknown_ports_read_all_ones_and_are_logged(tmp_path):
+    body = """
+    inb $0x92, %al
+    movl %eax, scratch
+    inw $0xe9, %ax
+    movl %eax, scratch+4
+    movb $1, %al
+    outb %al, $0xe9
+    EXIT 0
+"""
+    k = build_kernel(tmp_path, body)
+    obs, m = run_kernel(k)
+    s = symbol(k, "scratch")
+    assert read_u32(m, s) & 0xFF == 0xFF and read_u32(m, s, 1) & 0xFFFF == 0xFFFF
+    assert obs.stats.unknown_ports == {"in 0x92": 1, "in 0xe9": 1, "out 0xe9": 1}
+    assert (0xE9, 1, 1) in obs.io_trace
 
 
 def test_interrupt_gate_clears_if_trap_gate_keeps_it(tmp_path):

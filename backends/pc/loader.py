@@ -4,9 +4,10 @@ The loader turns a kernel ELF into an :class:`Image` (segments at physical
 addresses, the entry point, the ELF for symbols and site records) and builds
 what a multiboot loader hands over (Multiboot spec 0.6.96, section 3.2):
 EAX=0x2BADB002, EBX=the info block, flat 4 GiB code and data segments,
-protected mode without paging, IF=0.  The info block follows QEMU's
-multiboot loader (mem_lower 640, mem_upper = RAM above 1 MiB, a memory map,
-the command line), because QEMU is the oracle the corpus is compared with.
+protected mode without paging, IF=0.  Where the spec leaves freedom (which
+selectors, where the info block lives, the memory map, the BIOS data area),
+we copy what QEMU 7.2 + SeaBIOS hands a kernel, measured, because QEMU is the
+oracle every guest is compared with.  Only the boot loader name is ours.
 """
 from __future__ import annotations
 
@@ -26,12 +27,13 @@ PT_LOAD = 1
 
 # Low-memory layout of what the loader itself places.
 BOOT_GDT = 0x500
-MBI_ADDR = 0x9000
-MMAP_ADDR = 0x9100
-CMDLINE_ADDR = 0x9400
-LOADER_NAME_ADDR = 0x9800
+MBI_ADDR = 0x9500  # where QEMU 7.2 puts it (measured)
+MMAP_ADDR = 0x9600
+CMDLINE_ADDR = 0x9800
+LOADER_NAME_ADDR = 0x9C00
 BOOT_STACK = 0x7C00
-BOOT_CS, BOOT_DS = 0x10, 0x18  # QEMU's multiboot option ROM uses the same selectors
+BOOT_CS, BOOT_DS = 0x08, 0x10  # the selectors QEMU's multiboot entry leaves loaded (measured)
+BIOS_HIGH_RESERVED = 0x20000  # SeaBIOS keeps the top 128 KiB of RAM for its tables (measured with -m 32)
 
 
 @dataclass
@@ -127,31 +129,43 @@ def gdt_entry(base: int, limit: int, access: int, flags: int) -> bytes:
 
 
 BOOT_GDT_BYTES = b"".join([
-    b"\0" * 8, b"\0" * 8,
-    gdt_entry(0, 0xFFFFF, 0x9A, 0xC),  # 0x10: ring-0 code, flat 4 GiB
-    gdt_entry(0, 0xFFFFF, 0x92, 0xC),  # 0x18: ring-0 data
+    b"\0" * 8,
+    gdt_entry(0, 0xFFFFF, 0x9A, 0xC),  # 0x08: ring-0 code, flat 4 GiB
+    gdt_entry(0, 0xFFFFF, 0x92, 0xC),  # 0x10: ring-0 data
 ])  # fmt: skip
 
 
-def multiboot_info(ram_size: int, cmdline: str) -> dict[int, bytes]:
-    """Physical address -> bytes for the info block and what it points at."""
+def bios_data_area() -> dict[int, bytes]:
+    """The BIOS data area words a kernel may read, as SeaBIOS leaves them:
+    COM1's base port, the equipment word, base memory in KiB."""
+    return {0x400: struct.pack("<H", 0x3F8), 0x410: struct.pack("<H", 0x206), 0x413: struct.pack("<H", 639)}
+
+
+def multiboot_info(ram_size: int, cmdline: str, kernel_end: int) -> dict[int, bytes]:
+    """Physical address -> bytes for the info block and what it points at,
+    laid out as QEMU 7.2's multiboot loader does after SeaBIOS (measured):
+    the same flags, memory sizes, memory map and boot device."""
+    top = ram_size - BIOS_HIGH_RESERVED
     mmap_entries = [
         (0, 0x9FC00, 1),
         (0x9FC00, 0x400, 2),
         (0xF0000, 0x10000, 2),
-        (0x100000, ram_size - 0x100000, 1),
+        (0x100000, top - 0x100000, 1),
+        (top, BIOS_HIGH_RESERVED, 2),
+        (0xFFFC0000, 0x40000, 2),  # the BIOS ROM below 4 GiB
     ]
     mmap = b"".join(struct.pack("<IQQI", 20, base, length, kind) for base, length, kind in mmap_entries)
-    cmd = cmdline.encode()[:0x3FF] + b"\0"
+    cmd = (cmdline + " ").encode()[:0x3FF] + b"\0"  # QEMU joins "kernel" and "append" with a space
     name = b"afterburn\0"
+    mods_addr = (kernel_end + 0xFFF) & ~0xFFF
     info = struct.pack(
         "<IIIIIIIIIIIII",
-        (1 << 0) | (1 << 2) | (1 << 6) | (1 << 9),  # mem, cmdline, mmap, boot loader name
-        640,  # mem_lower (KiB), as QEMU
-        (ram_size - 0x100000) // 1024,  # mem_upper (KiB)
-        0,  # boot_device (not provided)
+        (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 6) | (1 << 9),  # mem, boot device, cmdline, mods, mmap, name
+        639,  # mem_lower (KiB)
+        (top - 0x100000) // 1024,  # mem_upper (KiB)
+        0x8000FFFF,  # boot_device: first hard disk, no partition
         CMDLINE_ADDR,
-        0, 0,  # mods
+        0, mods_addr,  # no modules
         0, 0, 0, 0,  # syms
         len(mmap), MMAP_ADDR,
     ) + struct.pack("<IIII", 0, 0, 0, LOADER_NAME_ADDR)  # drives length/addr, config table, loader name

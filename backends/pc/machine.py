@@ -37,7 +37,8 @@ from .clock import VirtualClock
 from .cmos import Cmos
 from .cpu import HAS_ERROR_CODE, Cpu, TripleFault, vector_name
 from .loader import (
-    BOOT_CS, BOOT_DS, BOOT_GDT, BOOT_GDT_BYTES, BOOT_STACK, MB1_BOOT_MAGIC, MBI_ADDR, Image, multiboot_info,
+    BOOT_CS, BOOT_DS, BOOT_GDT, BOOT_GDT_BYTES, BOOT_STACK, MB1_BOOT_MAGIC, MBI_ADDR, Image, bios_data_area,
+    multiboot_info,
 )  # fmt: skip
 from .misc import DebugExit, PostPort
 from .observation import Ending, Observation, Stats
@@ -78,7 +79,7 @@ class Machine:
         self.counter = InsnCounter(self.uc)
         self.clock = VirtualClock(ns_per_insn)
         self.stats = Stats()
-        self.bus = PortBus()
+        self.bus = PortBus(on_unknown=lambda d, port, size, value: self.stats.unknown_ports.update({f"{d} {port:#x}": 1}))
         self.pic = PicPair()
         self.pit = Pit(self.clock, irq=lambda level: self.pic.set_irq(0, level))
         self.uart = Uart16550(self.clock, irq=lambda level: self.pic.set_irq(4, level), on_tx=on_serial)
@@ -121,7 +122,9 @@ class Machine:
             if seg.paddr < 0x1000 or seg.end > self.ram_size:
                 raise MachineStop(Ending("error", detail=f"segment at {seg.paddr:#x}..{seg.end:#x} does not fit in "
                                                          f"{self.ram_size >> 20} MiB of RAM"))  # fmt: skip
-        for addr, data in multiboot_info(self.ram_size, cmdline if cmdline is not None else image.path).items():
+        kernel_end = max(seg.end for seg in image.segments)
+        info = multiboot_info(self.ram_size, cmdline if cmdline is not None else image.path, kernel_end)
+        for addr, data in {**bios_data_area(), **info}.items():
             self.uc.mem_write(addr, data)
         self.uc.mem_write(BOOT_GDT, BOOT_GDT_BYTES)
         for seg in image.segments:
@@ -141,9 +144,24 @@ class Machine:
         if data is not None and data.size and data.is_alloc:
             self._digest_ranges[".data"] = (data.addr, data.size)
 
-    def digest(self, name: str, start: int, length: int) -> None:
-        """Add a guest-physical memory range to the Observation's digests."""
-        self._digest_ranges[name] = (start, length)
+    def digest(self, spec: str) -> None:
+        """Add guest memory to the Observation's digests: a symbol of the
+        loaded image (its st_size bytes) or ``ADDR:LEN`` (physical)."""
+        from afterburn.errors import AfterburnError
+
+        if ":" in spec:
+            try:
+                start, length = (int(x, 0) for x in spec.split(":", 1))
+            except ValueError:
+                raise AfterburnError(f"--digest {spec}: expected ADDR:LEN or a symbol") from None
+        else:
+            sym = next((s for s in (self.image.elf.symbols if self.image else []) if s.name == spec), None)
+            if sym is None or not sym.size:
+                raise AfterburnError(f"--digest {spec}: no sized symbol of that name in the kernel")
+            start, length = sym.value, sym.size
+        if length <= 0 or start + length > self.ram_size:
+            raise AfterburnError(f"--digest {spec}: outside guest RAM")
+        self._digest_ranges[spec] = (start, length)
 
     def _install_hooks(self) -> None:
         uc = self.uc

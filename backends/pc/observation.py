@@ -50,6 +50,7 @@ class Stats:
     exceptions: Counter = field(default_factory=Counter)  # by vector name
     exits: Counter = field(default_factory=Counter)  # transitions to the host (Python), by kind
     hypercalls: Counter = field(default_factory=Counter)  # by name
+    unknown_ports: Counter = field(default_factory=Counter)  # "in 0x92" -> accesses nobody answered
     halts: int = 0
     idle_ns: int = 0
     virtual_ns: int = 0
@@ -57,7 +58,7 @@ class Stats:
 
     def to_json(self) -> dict:
         d = asdict(self)
-        for k in ("exceptions", "exits", "hypercalls"):
+        for k in ("exceptions", "exits", "hypercalls", "unknown_ports"):
             d[k] = dict(sorted(getattr(self, k).items()))
         return d
 

@@ -25,10 +25,10 @@ because backends differ only inside the wedge, never at the site:
 ========  ===============================================  ==============
 shape     bytes written over the site                       length
 ========  ===============================================  ==============
-VIF       ``mov byte [vcpu.vif], imm8``                      7
-STI       VIF + ``cmp byte [vcpu.pending],0; jz +5; call``   21 (12 if flags live)
+VIF       ``mov byte ss:[vif], imm8``                         8
+STI       VIF + ``cmp byte ss:[pending],0; jz +5; call``     23 (13 if flags live)
 CALL(n)   ``call entry`` + n inline argument bytes           5 + n
-MEMCALL   ``mov [vcpu.scratch],eax; lea eax,[mem]; call``    5 + (1+M) + 5 + 1
+MEMCALL   ``mov ss:[vcpu.scratch],eax; lea eax,[mem]; call`` 6 + (1+M) + 5 + 1
           + 1 descriptor byte (M = ModRM+SIB+disp bytes)
 ========  ===============================================  ==============
 
@@ -38,7 +38,9 @@ and the hypervisor can emulate the original instruction instead.
 
 So, e.g., ``out %al,$0x80`` (2 bytes) becomes ``call w_io; .byte desc, port``
 (7 bytes): pad 5.  ``lgdt disp32(%eax)`` (2 opcode + M) becomes MEMCALL:
-``12 + M`` bytes, pad ``10``.  The unit test ``tests/test_isa.py`` recomputes
+``13 + M`` bytes, pad ``11``.  Memory references in patches carry an SS
+override: a guest may run with a non-flat DS, but every kernel's stack
+segment is flat.  The unit test ``tests/test_isa.py`` recomputes
 every pad from these shapes and the instruction forms.
 
 x86-64 is left room for (``pad64``), not implemented yet.
@@ -90,8 +92,8 @@ ATT_PREFIXES = frozenset(
 # Patch-shape sizes (see module docstring).
 CALL = 5
 ARG = 1
-VIF_STORE = 7
-SCRATCH_SAVE = 5
+VIF_STORE = 8  # 36 C6 05 imm32 imm8
+SCRATCH_SAVE = 6  # 36 A3 imm32
 LEA_OPCODE = 1
 
 
@@ -214,9 +216,9 @@ F = frozenset
 P, S = Class.PRIVILEGED, Class.SENSITIVE
 
 _KINDS: list[Kind] = [
-    Kind(1, "cli", P, 6, None, F(), F({"eflags.if"}), "clear IF",
+    Kind(1, "cli", P, 7, None, F(), F({"eflags.if"}), "clear IF",
          F({X.X86_INS_CLI}), None, F({"cli"})),
-    Kind(2, "sti", P, 20, None, F(), F({"eflags.if"}), "set IF; the patch also checks for a pending virtual interrupt",
+    Kind(2, "sti", P, 22, None, F(), F({"eflags.if"}), "set IF; the patch also checks for a pending virtual interrupt",
          F({X.X86_INS_STI}), None, F({"sti"})),
     Kind(3, "pushf", S, 5, None, F({"eflags.all", "esp"}), F({"esp", "mem"}), "push EFLAGS (IF and IOPL must show virtual values)",
          F({X.X86_INS_PUSHF, X.X86_INS_PUSHFD}), None, F({"pushf", "pushfl", "pushfw", "pushfd"})),
@@ -240,37 +242,37 @@ _KINDS: list[Kind] = [
          F({X.X86_INS_MOV}), _cs_dst_reg_in(DEBUG_REGS), _suffixed("mov", suffixes=("", "l")), _att_dst_in(ATT_DR)),
     Kind(12, "mov_from_dr", P, 3, None, F({"dr"}), F({"reg", "eflags.arith"}), "mov DR0-DR7 -> r32",
          F({X.X86_INS_MOV}), _cs_src_reg_in(DEBUG_REGS), _suffixed("mov", suffixes=("", "l")), _att_src_in(ATT_DR)),
-    Kind(13, "mov_to_sreg", S, 11, None, F({"rm"}), F({"sreg"}), "load a segment register (ring compression rewrites RPL/DPL)",
+    Kind(13, "mov_to_sreg", S, 12, None, F({"rm"}), F({"sreg"}), "load a segment register (ring compression rewrites RPL/DPL)",
          F({X.X86_INS_MOV}), _cs_dst_reg_in(SEGMENT_REGS), _suffixed("mov"), _att_dst_in(ATT_SEG)),
-    Kind(14, "mov_from_sreg", S, 11, None, F({"sreg"}), F({"rm"}), "store a segment register (reveals the real RPL)",
+    Kind(14, "mov_from_sreg", S, 12, None, F({"sreg"}), F({"rm"}), "store a segment register (reveals the real RPL)",
          F({X.X86_INS_MOV}), _cs_src_reg_in(SEGMENT_REGS), _suffixed("mov", suffixes=("", "l", "w", "q")), _att_src_in(ATT_SEG)),
     Kind(15, "push_sreg", S, 5, None, F({"sreg", "esp"}), F({"esp", "mem"}), "push a segment register",
          F({X.X86_INS_PUSH}), _cs_any_reg_in(SEGMENT_REGS), _suffixed("push"), _att_only_op_in(ATT_SEG)),
     Kind(16, "pop_sreg", S, 5, None, F({"esp", "mem"}), F({"sreg", "esp"}), "pop a segment register",
          F({X.X86_INS_POP}), _cs_any_reg_in(SEGMENT_REGS), _suffixed("pop"), _att_only_op_in(ATT_SEG)),
-    Kind(17, "lgdt", P, 10, None, F({"mem"}), F({"gdtr"}), "load GDTR",
+    Kind(17, "lgdt", P, 11, None, F({"mem"}), F({"gdtr"}), "load GDTR",
          F({X.X86_INS_LGDT}), None, _suffixed("lgdt")),
-    Kind(18, "lidt", P, 10, None, F({"mem"}), F({"idtr"}), "load IDTR",
+    Kind(18, "lidt", P, 11, None, F({"mem"}), F({"idtr"}), "load IDTR",
          F({X.X86_INS_LIDT}), None, _suffixed("lidt")),
-    Kind(19, "lldt", P, 10, None, F({"rm"}), F({"ldtr"}), "load LDTR",
+    Kind(19, "lldt", P, 11, None, F({"rm"}), F({"ldtr"}), "load LDTR",
          F({X.X86_INS_LLDT}), None, _suffixed("lldt")),
-    Kind(20, "ltr", P, 10, None, F({"rm"}), F({"tr"}), "load the task register",
+    Kind(20, "ltr", P, 11, None, F({"rm"}), F({"tr"}), "load the task register",
          F({X.X86_INS_LTR}), None, _suffixed("ltr")),
-    Kind(21, "sgdt", S, 10, None, F({"gdtr"}), F({"mem"}), "store GDTR (reveals the real GDT)",
+    Kind(21, "sgdt", S, 11, None, F({"gdtr"}), F({"mem"}), "store GDTR (reveals the real GDT)",
          F({X.X86_INS_SGDT}), None, _suffixed("sgdt")),
-    Kind(22, "sidt", S, 10, None, F({"idtr"}), F({"mem"}), "store IDTR (reveals the real IDT)",
+    Kind(22, "sidt", S, 11, None, F({"idtr"}), F({"mem"}), "store IDTR (reveals the real IDT)",
          F({X.X86_INS_SIDT}), None, _suffixed("sidt")),
-    Kind(23, "sldt", S, 10, None, F({"ldtr"}), F({"rm"}), "store LDTR",
+    Kind(23, "sldt", S, 11, None, F({"ldtr"}), F({"rm"}), "store LDTR",
          F({X.X86_INS_SLDT}), None, _suffixed("sldt")),
-    Kind(24, "str", S, 10, None, F({"tr"}), F({"rm"}), "store the task register",
+    Kind(24, "str", S, 11, None, F({"tr"}), F({"rm"}), "store the task register",
          F({X.X86_INS_STR}), None, _suffixed("str")),
-    Kind(25, "smsw", S, 10, None, F({"cr0"}), F({"rm"}), "store the machine status word (low CR0)",
+    Kind(25, "smsw", S, 11, None, F({"cr0"}), F({"rm"}), "store the machine status word (low CR0)",
          F({X.X86_INS_SMSW}), None, _suffixed("smsw")),
-    Kind(26, "lmsw", P, 10, None, F({"rm"}), F({"cr0"}), "load the machine status word",
+    Kind(26, "lmsw", P, 11, None, F({"rm"}), F({"cr0"}), "load the machine status word",
          F({X.X86_INS_LMSW}), None, _suffixed("lmsw")),
     Kind(27, "clts", P, 4, None, F(), F({"cr0"}), "clear CR0.TS",
          F({X.X86_INS_CLTS}), None, F({"clts"})),
-    Kind(28, "invlpg", P, 10, None, F({"mem"}), F({"tlb"}), "invalidate one TLB entry",
+    Kind(28, "invlpg", P, 11, None, F({"mem"}), F({"tlb"}), "invalidate one TLB entry",
          F({X.X86_INS_INVLPG}), None, F({"invlpg"})),
     Kind(29, "invd", P, 4, None, F(), F({"cache"}), "invalidate caches",
          F({X.X86_INS_INVD}), None, F({"invd"})),
@@ -283,21 +285,21 @@ _KINDS: list[Kind] = [
          F({X.X86_INS_IRET, X.X86_INS_IRETD}), None, F({"iret", "iretl", "iretw", "iretd"})),
     Kind(33, "lret", S, 5, None, F({"esp", "mem"}), F({"cs:eip", "ss:esp"}), "far return",
          F({X.X86_INS_RETF}), None, F({"lret", "lretl", "lretw", "retf"})),
-    Kind(34, "ljmp", S, 11, None, F({"mem"}), F({"cs:eip"}), "far jump, direct or through memory",
+    Kind(34, "ljmp", S, 12, None, F({"mem"}), F({"cs:eip"}), "far jump, direct or through memory",
          F({X.X86_INS_LJMP, X.X86_INS_JMP}), lambda i: i.id == X.X86_INS_LJMP or _cs_far_indirect(5)(i),
          F({"ljmp", "ljmpl", "ljmpw", "jmp"}), _att_far),
-    Kind(35, "lcall", S, 11, None, F({"mem", "esp"}), F({"cs:eip", "esp", "mem"}), "far call, direct or through memory",
+    Kind(35, "lcall", S, 12, None, F({"mem", "esp"}), F({"cs:eip", "esp", "mem"}), "far call, direct or through memory",
          F({X.X86_INS_LCALL, X.X86_INS_CALL}), lambda i: i.id == X.X86_INS_LCALL or _cs_far_indirect(3)(i),
          F({"lcall", "lcalll", "lcallw", "call"}), _att_far),
-    Kind(36, "lds", S, 11, None, F({"mem"}), F({"reg", "ds"}), "load far pointer into DS:reg",
+    Kind(36, "lds", S, 12, None, F({"mem"}), F({"reg", "ds"}), "load far pointer into DS:reg",
          F({X.X86_INS_LDS}), None, _suffixed("lds")),
-    Kind(37, "les", S, 11, None, F({"mem"}), F({"reg", "es"}), "load far pointer into ES:reg",
+    Kind(37, "les", S, 12, None, F({"mem"}), F({"reg", "es"}), "load far pointer into ES:reg",
          F({X.X86_INS_LES}), None, _suffixed("les")),
-    Kind(38, "lfs", S, 10, None, F({"mem"}), F({"reg", "fs"}), "load far pointer into FS:reg",
+    Kind(38, "lfs", S, 11, None, F({"mem"}), F({"reg", "fs"}), "load far pointer into FS:reg",
          F({X.X86_INS_LFS}), None, _suffixed("lfs")),
-    Kind(39, "lgs", S, 10, None, F({"mem"}), F({"reg", "gs"}), "load far pointer into GS:reg",
+    Kind(39, "lgs", S, 11, None, F({"mem"}), F({"reg", "gs"}), "load far pointer into GS:reg",
          F({X.X86_INS_LGS}), None, _suffixed("lgs")),
-    Kind(40, "lss", S, 10, None, F({"mem"}), F({"reg", "ss"}), "load far pointer into SS:reg",
+    Kind(40, "lss", S, 11, None, F({"mem"}), F({"reg", "ss"}), "load far pointer into SS:reg",
          F({X.X86_INS_LSS}), None, _suffixed("lss")),
     Kind(41, "int", S, 4, None, F({"idtr", "esp"}), F({"cs:eip", "ss:esp", "eflags.if"}), "software interrupt int $n",
          F({X.X86_INS_INT}), None, F({"int"}), lambda m, ops: not _is_int3_immediate(ops)),
@@ -313,15 +315,15 @@ _KINDS: list[Kind] = [
          F({X.X86_INS_WRMSR}), None, F({"wrmsr"})),
     Kind(47, "rdtsc", S, 4, None, F({"tsc"}), F({"eax", "edx"}), "read the time-stamp counter (virtual time)",
          F({X.X86_INS_RDTSC}), None, F({"rdtsc"})),
-    Kind(48, "lar", S, 10, None, F({"rm", "gdtr"}), F({"reg", "eflags.zf"}), "load access rights",
+    Kind(48, "lar", S, 11, None, F({"rm", "gdtr"}), F({"reg", "eflags.zf"}), "load access rights",
          F({X.X86_INS_LAR}), None, _suffixed("lar")),
-    Kind(49, "lsl", S, 10, None, F({"rm", "gdtr"}), F({"reg", "eflags.zf"}), "load segment limit",
+    Kind(49, "lsl", S, 11, None, F({"rm", "gdtr"}), F({"reg", "eflags.zf"}), "load segment limit",
          F({X.X86_INS_LSL}), None, _suffixed("lsl")),
-    Kind(50, "verr", S, 10, None, F({"rm", "gdtr"}), F({"eflags.zf"}), "verify a segment for reading",
+    Kind(50, "verr", S, 11, None, F({"rm", "gdtr"}), F({"eflags.zf"}), "verify a segment for reading",
          F({X.X86_INS_VERR}), None, _suffixed("verr", suffixes=("", "w"))),
-    Kind(51, "verw", S, 10, None, F({"rm", "gdtr"}), F({"eflags.zf"}), "verify a segment for writing",
+    Kind(51, "verw", S, 11, None, F({"rm", "gdtr"}), F({"eflags.zf"}), "verify a segment for writing",
          F({X.X86_INS_VERW}), None, _suffixed("verw", suffixes=("", "w"))),
-    Kind(52, "arpl", S, 11, None, F({"rm", "reg"}), F({"rm", "eflags.zf"}), "adjust RPL of a selector",
+    Kind(52, "arpl", S, 12, None, F({"rm", "reg"}), F({"rm", "eflags.zf"}), "adjust RPL of a selector",
          F({X.X86_INS_ARPL}), None, _suffixed("arpl", suffixes=("", "w"))),
     Kind(53, "rsm", P, 4, None, F(), F({"eflags.all", "cs:eip"}), "resume from system management mode",
          F({X.X86_INS_RSM}), None, F({"rsm"})),

@@ -37,9 +37,9 @@ def test_verify_and_sites_json(annotated_obj):
     data = json.loads(r.stdout)
     assert data["format_version"] == 1
     assert [(s["kind"], s["offset"], s["insn_len"], s["length"], s["symbol"]) for s in data["sites"]] == [
-        ("cli", 0, 1, 7, "f"), ("in", 7, 2, 7, "f+0x7"), ("sti", 14, 1, 21, "f+0xe")]
+        ("cli", 0, 1, 8, "f"), ("in", 8, 2, 7, "f+0x8"), ("sti", 15, 1, 23, "f+0xf")]
     r = run_afterburn("sites", str(annotated_obj))
-    assert r.returncode == 0 and "f+0x7" in r.stdout
+    assert r.returncode == 0 and "f+0x8" in r.stdout
 
 
 def test_verify_failure_status_and_table(tmp_path):
@@ -127,4 +127,4 @@ def test_annotate_json_summary(tmp_path):
     r = run_afterburn("annotate", str(src), "-o", str(tmp_path / "o.s"), "--json")
     data = json.loads(r.stdout)
     assert data["sites"] == 2 and data["by_kind"] == {"cli": 1, "outs": 1}
-    assert data["pad_bytes"] == 6 + 5 and len(data["excluded"]) == 1
+    assert data["pad_bytes"] == 7 + 5 and len(data["excluded"]) == 1

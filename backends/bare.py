@@ -8,7 +8,7 @@ backend is judged by giving the same Observation as this one.
 from __future__ import annotations
 
 from .base import Backend
-from .pc.cpu import IF
+from .pc.cpu import IF, TripleFault
 
 
 class BareBackend(Backend):
@@ -23,12 +23,40 @@ class BareBackend(Backend):
     def interrupts_enabled(self) -> bool:
         return bool(self.m.cpu.eflags & IF)
 
-    def interrupt_blocked(self) -> None:
-        self.m.watch(self.interrupts_enabled)
+    def poll_interrupts(self) -> None:
+        m = self.m
+        if not m.pic.has_interrupt():
+            if m.watching:
+                m.unwatch()
+            return
+        if not self.interrupts_enabled():
+            # Pending under IF=0: stop at the instruction that sets IF again
+            # (popf, sti, iret end a translation block, so block starts see it).
+            if not m.watching:
+                m.watch(self.interrupts_enabled)
+            return
+        if m.watching:
+            m.unwatch()
+        if m.cpu.ctx.irq_inhibited():
+            # Right after sti / mov ss: one instruction runs first, as on the
+            # hardware (this is what makes "sti; hlt" atomic).
+            m.step()
+            if m.stopped or not m.pic.has_interrupt() or not self.interrupts_enabled():
+                return
+        vector = m.pic.acknowledge()
+        m.stats.interrupts += 1
+        m.stats.exits["irq"] += 1
+        try:
+            m.cpu.deliver(vector, external=True)
+        except TripleFault as e:
+            m.stop("fault", f"triple fault: {e} delivering IRQ vector {vector:#x}")
 
-    def deliver_interrupt(self, vector: int) -> None:
-        self.m.stats.exits["irq"] += 1
-        self.m.cpu.deliver(vector, external=True)
+    def on_halt(self) -> None:
+        m = self.m
+        if not self.interrupts_enabled():
+            m.stop("halted", f"hlt with interrupts disabled at eip {m.cpu.eip:#x}")
+            return
+        m.idle_until_interrupt()
 
     def on_port_io(self, port: int, size: int, value: int | None) -> int | None:
         self.m.stats.exits["io"] += 1

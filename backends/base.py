@@ -8,9 +8,10 @@ has:
 
 * before the run: :meth:`prepare` (rewrite the image, or not) and
   :meth:`attach` (hooks, privilege level, initial guest state);
-* while running: :meth:`interrupts_enabled`, :meth:`deliver_interrupt`,
+* while running: :meth:`poll_interrupts` (between slices),
   :meth:`on_trap` (exceptions and software interrupts Unicorn hands us),
-  :meth:`on_port_io` (IN/OUT executed by guest code), :meth:`on_halt`;
+  :meth:`on_port_io` (IN/OUT executed by guest code), :meth:`on_halt`,
+  :meth:`on_emulation_error`;
 * after the run: :meth:`vcpu_state`, the guest-visible CPU state for the
   Observation (so a deprivileged backend reports its *virtual* IF and ring).
 
@@ -42,18 +43,24 @@ class Backend(ABC):
 
     @abstractmethod
     def interrupts_enabled(self) -> bool:
-        """Whether the guest accepts an external interrupt now."""
+        """Whether the guest accepts an external interrupt now (its IF)."""
 
     @abstractmethod
-    def deliver_interrupt(self, vector: int) -> None:
-        """Deliver an acknowledged external interrupt to the guest kernel."""
+    def poll_interrupts(self) -> None:
+        """Called between slices: if the 8259 has an interrupt and the guest
+        can take it, acknowledge it and deliver it (through the guest IDT, an
+        event upcall, an IPC or a signal); if it cannot yet, arrange to be
+        told when it can, so it lands at the instruction that opens the
+        window."""
 
-    def interrupt_blocked(self) -> None:  # noqa: B027 - optional hook, a no-op by default
-        """An interrupt is pending but :meth:`interrupts_enabled` is False.
-        Arrange for the machine to regain control when that changes (e.g.
-        ``machine.watch(self.interrupts_enabled)``), so it is delivered at the
-        instruction that opens the window.  A wedge that checks for pending
-        interrupts on every re-enable needs nothing here."""
+    def slice_limit(self) -> int | None:
+        """An upper bound for the next slice, if the backend wants control back sooner."""
+        return None
+
+    def on_emulation_error(self, error) -> bool:
+        """Unicorn stopped with an error; True if the backend handled it
+        (e.g. a page fault its MMU raised), else the run ends."""
+        return False
 
     def on_trap(self, vector: int, error_code: int | None, software: bool) -> bool:
         """An exception or ``int n`` reached the host.  Return True if the
@@ -65,10 +72,9 @@ class Backend(ABC):
     def on_port_io(self, port: int, size: int, value: int | None) -> int | None:
         """Guest code executed IN (value None, return the result) or OUT."""
 
-    def on_halt(self) -> None:  # noqa: B027 - optional hook, a no-op by default
-        """The guest executed ``hlt`` (Unicorn stopped).  The machine then
-        waits for an interrupt if :meth:`interrupts_enabled`, else ends the
-        run as halted."""
+    def on_halt(self) -> None:
+        """The guest executed ``hlt`` natively (Unicorn stopped there)."""
+        raise NotImplementedError(f"{self.name}: native hlt")
 
     @abstractmethod
     def vcpu_state(self) -> dict[str, int]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from afterburn.elf import EM_386, Elf
 from afterburn.errors import FormatError
+from wedge.layout import HOLE_BASE
 
 MB1_MAGIC = 0x1BADB002
 MB1_BOOT_MAGIC = 0x2BADB002
@@ -43,10 +44,22 @@ class Segment:
     data: bytes
     memsz: int
     flags: int  # PF_X 1, PF_W 2, PF_R 4
+    offset: int = -1  # file offset of data, where it came from a file
 
     @property
     def end(self) -> int:
         return self.paddr + self.memsz
+
+
+@dataclass(frozen=True)
+class PatchedSite:
+    """A site the rewriter patched: where, and what was there before."""
+
+    start: int  # virtual address
+    end: int
+    insn: int  # address of the original instruction inside the site
+    kind: str
+    original: bytes  # the site's bytes before patching (instruction and NOPs)
 
 
 @dataclass
@@ -55,10 +68,17 @@ class Image:
 
     path: str
     entry: int
-    segments: list[Segment]
+    segments: list[Segment]  # guest RAM
     elf: Elf
     mb_flags: int
-    notes: dict[str, str] = field(default_factory=dict)  # e.g. {"backend": "xen"} for rewritten images
+    notes: dict[str, str] = field(default_factory=dict)  # {"backend": "xen"} once rewritten
+    hole_segments: list[Segment] = field(default_factory=list)  # the wedge, in the hypervisor hole
+    patched: list[PatchedSite] = field(default_factory=list)
+    unrecorded: list[int] = field(default_factory=list)  # sensitive instructions with no site record
+
+    @property
+    def backend(self) -> str | None:
+        return self.notes.get("backend")
 
 
 def find_multiboot_header(raw: bytes) -> tuple[int, tuple[int, ...]] | None:
@@ -98,7 +118,49 @@ def load_image(path: str | Path) -> Image:
         segments = [Segment(load_addr, load_addr, data, max(bss_end, end) - load_addr, 7)]
     if not segments:
         raise FormatError(f"{path}: no loadable segments")
-    return Image(str(path), entry, segments, elf, flags)
+    image = Image(str(path), entry, [s for s in segments if s.paddr < HOLE_BASE], elf, flags)
+    image.hole_segments = [s for s in segments if s.paddr >= HOLE_BASE]
+    read_rewrite_info(image)
+    return image
+
+
+NT_AFTERBURN_BACKEND = 2
+ORIG_SECTION = ".afterburn.orig"
+BACKEND_NOTE_SECTION = ".afterburn.backend"
+
+
+def read_rewrite_info(image: Image) -> None:
+    """What ``afterburn rewrite`` recorded: the backend note and, per patched
+    site, its address range, instruction address, kind and original bytes."""
+    elf = image.elf
+    for sec in elf.sections:
+        if sec.type != 7:
+            continue
+        data, pos = sec.data, 0
+        while pos + 12 <= len(data):
+            namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
+            pos += 12
+            name = data[pos : pos + namesz].rstrip(b"\0")
+            pos += (namesz + 3) & ~3
+            desc = data[pos : pos + descsz]
+            pos += (descsz + 3) & ~3
+            if name == b"Afterburn" and ntype == NT_AFTERBURN_BACKEND:
+                image.notes["backend"] = desc.rstrip(b"\0").decode(errors="replace")
+    orig = elf.section(ORIG_SECTION)
+    if orig is None:
+        return
+    data, pos = orig.data, 0
+    try:
+        while pos < len(data):
+            start, end, insn, kind_len = struct.unpack_from("<IIIB", data, pos)
+            pos += 13
+            kind = data[pos : pos + kind_len].decode()
+            pos += kind_len
+            original = data[pos : pos + (end - start)]
+            pos += end - start
+            image.patched.append(PatchedSite(start, end, insn, kind, original))
+    except (struct.error, UnicodeDecodeError):
+        raise FormatError(f"{image.path}: corrupt {ORIG_SECTION} section") from None
 
 
 def _elf_segments(elf: Elf) -> list[Segment]:
@@ -118,7 +180,7 @@ def _elf_segments(elf: Elf) -> list[Segment]:
             continue
         if p_offset + p_filesz > len(raw) or p_filesz > p_memsz:
             raise FormatError(f"{elf.path}: segment {i} is truncated or inconsistent")
-        out.append(Segment(p_paddr, p_vaddr, raw[p_offset : p_offset + p_filesz], p_memsz, p_flags))
+        out.append(Segment(p_paddr, p_vaddr, raw[p_offset : p_offset + p_filesz], p_memsz, p_flags, p_offset))
     return out
 
 

@@ -97,9 +97,11 @@ class Machine:
         self._slice_start = 0
         self._unmapped: str | None = None
         self._watch_hook = None
-        self._watch_fired = False
+        self._ended_early = False
         self._watch_armed = True
         self._digest_ranges: dict[str, tuple[int, int]] = {}
+        self._spans: list[tuple[int, int, int]] = []
+        self._span_starts: list[int] = []
         self._install_hooks()
         self._firmware_state()
 
@@ -135,14 +137,53 @@ class Machine:
             uc.reg_write(reg, BOOT_DS)
         uc.reg_write(UC_X86_REG_CS, BOOT_CS)
         uc.reg_write(UC_X86_REG_EFLAGS, 0x2)
+        uc.reg_write(UC_X86_REG_CR4, 0)  # as QEMU hands over; Unicorn resets it to 0x50200
         uc.reg_write(UC_X86_REG_EAX, MB1_BOOT_MAGIC)
         uc.reg_write(UC_X86_REG_EBX, MBI_ADDR)
         uc.reg_write(UC_X86_REG_ESP, BOOT_STACK)
         uc.reg_write(UC_X86_REG_EIP, image.entry)
         self.image = image
+        self._site_index(image)
         data = image.elf.section(".data")
         if data is not None and data.size and data.is_alloc:
             self._digest_ranges[".data"] = (data.addr, data.size)
+
+    def _site_index(self, image: Image) -> None:
+        """Where each site's instruction ends and the site ends: an EIP in
+        between (in the pad, or in a patch) is architecturally the site's end."""
+        if image.patched:
+            # A rewritten site is all patch: anywhere inside it, the guest
+            # has not yet got past it.
+            spans = [(p.start, p.start, p.end) for p in image.patched]
+        else:
+            from afterburn.sitefmt import read_site_table
+
+            try:
+                table = read_site_table(image.elf)
+            except Exception:  # noqa: BLE001 - an unreadable table only costs EIP canonicalisation
+                table = None
+            spans = []
+            for s in table.sites if table else []:
+                ins = s.section.addr + s.insn_offset
+                spans.append((s.address, ins, s.end + s.section.addr))
+        spans.sort()
+        self._spans = spans
+        self._span_starts = [sp[0] for sp in spans]
+
+    def canonical_eip(self, eip: int) -> int:
+        import bisect
+
+        i = bisect.bisect_right(self._span_starts, eip) - 1
+        if i >= 0:
+            start, ins, end = self._spans[i]
+            if ins < eip < end:
+                return end
+        return eip
+
+    def symbolize(self, addr: int) -> str:
+        elf = self.image.elf if self.image else None
+        sec = elf.section_at(addr) if elf else None
+        return elf.symbolize(sec, addr - sec.addr) if sec else f"{addr:#x}"
 
     def digest(self, spec: str) -> None:
         """Add guest memory to the Observation's digests: a symbol of the
@@ -185,16 +226,17 @@ class Machine:
 
     # -- hooks -------------------------------------------------------------------
 
-    def _sync_clock(self) -> None:
+    def sync_clock(self) -> None:
+        """Bring the clock to the current instruction (devices read it)."""
         self.clock.now = max(self.clock.now, self.now())
 
     def _on_in(self, uc, port: int, size: int, _user) -> int:
-        self._sync_clock()
+        self.sync_clock()
         value = self.backend.on_port_io(port, size, None)
         return 0 if value is None else value
 
     def _on_out(self, uc, port: int, size: int, value: int, _user) -> None:
-        self._sync_clock()
+        self.sync_clock()
         self.backend.on_port_io(port, size, value)
 
     def _on_debug_exit(self, value: int) -> None:
@@ -239,8 +281,7 @@ class Machine:
 
         def _check(uc, _addr, _size, _user):
             if self._watch_armed and predicate():
-                self._watch_fired = True
-                uc.emu_stop()
+                self.end_slice()
 
         self._watch_hook = self.uc.hook_add(UC_HOOK_BLOCK, _check)
         self.uc.ctl_flush_tb()  # blocks translated earlier would not call the hook
@@ -250,6 +291,15 @@ class Machine:
             self.uc.hook_del(self._watch_hook)
             self.uc.ctl_flush_tb()
             self._watch_hook = None
+
+    def end_slice(self) -> None:
+        """End the current slice now (from a hook): not a halt, not an error."""
+        self._ended_early = True
+        self.uc.emu_stop()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop is not None
 
     def stop(self, reason: str, detail: str = "", code: int | None = None) -> None:
         """End the run (from a hook or a backend)."""
@@ -274,15 +324,10 @@ class Machine:
 
     def _loop(self, limits: Limits, start: float) -> None:
         while self._stop is None:
-            self._inject_interrupts()
+            self.backend.poll_interrupts()
             if self._stop is not None:
                 break
-            if self.pic.has_interrupt() and not self.backend.interrupts_enabled():
-                if self._watch_hook is None:
-                    self.backend.interrupt_blocked()
-            elif self._watch_hook is not None:
-                self.unwatch()
-            budget = MAX_SLICE
+            budget = self.backend.slice_limit() or MAX_SLICE
             deadline = self.clock.next_deadline()
             if deadline is not None:
                 ahead = -(-(deadline - self.clock.now) // self.clock.ns_per_insn)
@@ -298,26 +343,24 @@ class Machine:
             if self._stop is None and self._halted_in_last_slice:
                 self.stats.halts += 1
                 self.backend.on_halt()
-                if self._stop is None:
-                    self.wait_for_interrupt()
             self.clock.fire_due()
 
     def _run_slice(self, budget: int) -> None:
         self._slice_start = self.clock.now
         self._halted_in_last_slice = False
-        self._watch_fired = False
+        self._ended_early = False
         eip = self.cpu.eip
         try:
             self.uc.emu_start(eip, 1 << 32, count=budget)
         except UcError as e:
             retired = self.counter.retired(budget)
             self._account(retired)
-            if self._stop is None:
+            if self._stop is None and not self.backend.on_emulation_error(e):
                 raise MachineStop(Ending("error", detail=self._unmapped or f"{e} at eip {self.cpu.eip:#x}")) from None
             return
         retired = self.counter.retired(budget)
         self._account(retired)
-        if self._stop is None and not self._watch_fired and not self.counter.expired(budget):
+        if self._stop is None and not self._ended_early and not self.counter.expired(budget):
             # Nothing asked Unicorn to stop and the count did not run out:
             # the only other way out is hlt (see uc_ext.InsnCounter).
             eip = self.cpu.eip
@@ -333,18 +376,19 @@ class Machine:
         self.stats.slices += 1
         self.clock.now = self._slice_start + retired * self.clock.ns_per_insn
 
-    def wait_for_interrupt(self) -> None:
-        """Halted: skip virtual time to the next event that raises an
-        interrupt the guest accepts; end the run if there can be none."""
-        if not self.backend.interrupts_enabled():
-            raise MachineStop(Ending("halted", detail=f"hlt with interrupts disabled at eip {self.cpu.eip:#x}"))
+    def idle_until_interrupt(self, extra_sources: tuple = (), woken: Callable[[], bool] | None = None) -> None:
+        """The CPU waits: skip virtual time to the next device event that
+        raises an interrupt the PIC lets through (or, for a backend's own
+        timers in ``extra_sources``, until ``woken()``); end the run if
+        nothing can ever wake it."""
         for _ in range(IDLE_EVENTS):
-            if self.pic.has_interrupt():
+            if self.pic.has_interrupt() or (woken is not None and woken()):
                 return
             # Only devices whose IRQ line is open can wake the CPU; the rest
             # still get to act as time passes (fire_due below).
             deadlines = [d for dev, line in self._irq_lines
                          if not self.pic.line_masked(line) and (d := dev.deadline()) is not None]  # fmt: skip
+            deadlines += [d for dev in extra_sources if (d := dev.deadline()) is not None]
             if not deadlines:
                 raise MachineStop(Ending("halted", detail="hlt with no interrupt source armed"))
             self.stats.idle_ns += max(0, min(deadlines) - self.clock.now)
@@ -352,29 +396,17 @@ class Machine:
             self.clock.fire_due()
         raise MachineStop(Ending("halted", detail=f"hlt: no interrupt after {IDLE_EVENTS} device events"))
 
-    def _inject_interrupts(self) -> None:
-        if not self.pic.has_interrupt() or not self.backend.interrupts_enabled():
-            return
-        if self.cpu.ctx.irq_inhibited():
-            # Right after sti / mov ss: let one instruction run first, as the
-            # hardware does (this is what makes "sti; hlt" atomic).
-            self._watch_armed = False
-            try:
-                self._run_slice(1)
-            finally:
-                self._watch_armed = True
-            if self._stop is not None or self._halted_in_last_slice:
-                self._halted_in_last_slice = False
-                if self._stop is not None:
-                    return
-            if not self.pic.has_interrupt() or not self.backend.interrupts_enabled():
-                return
-        vector = self.pic.acknowledge()
-        self.stats.interrupts += 1
+    def step(self) -> None:
+        """Run exactly one guest instruction (the IF-window watch stays quiet)."""
+        self._watch_armed = False
         try:
-            self.backend.deliver_interrupt(vector)
-        except TripleFault as e:
-            self.stop("fault", f"triple fault: {e} delivering IRQ vector {vector:#x}")
+            self._run_slice(1)
+        finally:
+            self._watch_armed = True
+
+    @property
+    def watching(self) -> bool:
+        return self._watch_hook is not None
 
     # -- observation ----------------------------------------------------------------
 
@@ -394,7 +426,7 @@ class Machine:
         """The real architectural registers (what bare reports)."""
         uc = self.uc
         st = self.cpu.gprs()
-        st.update(eip=uc.reg_read(UC_X86_REG_EIP), eflags=uc.reg_read(UC_X86_REG_EFLAGS),
+        st.update(eip=self.canonical_eip(uc.reg_read(UC_X86_REG_EIP)), eflags=uc.reg_read(UC_X86_REG_EFLAGS) & ~0x10000,
                   cs=uc.reg_read(UC_X86_REG_CS), ss=uc.reg_read(UC_X86_REG_SS), ds=uc.reg_read(UC_X86_REG_DS),
                   es=uc.reg_read(UC_X86_REG_ES), fs=uc.reg_read(UC_X86_REG_FS), gs=uc.reg_read(UC_X86_REG_GS),
                   cr0=uc.reg_read(UC_X86_REG_CR0), cr2=uc.reg_read(UC_X86_REG_CR2), cr3=uc.reg_read(UC_X86_REG_CR3),

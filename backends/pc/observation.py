@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 
 # `afterburn run` exit statuses for endings other than isa-debug-exit.
 EXIT_STATUS = {
+    "escape": 248,  # a sensitive instruction the rewriter missed reached the hypervisor
+    "killed": 249,  # the hypervisor killed the guest (invalid hypercall, a frame it does not own)
     "halted": 250,  # hlt with interrupts disabled, or with no interrupt source left
     "fault": 251,  # triple fault, or an exception the backend could not deliver
     "timeout": 252,  # --timeout (wall clock) ran out

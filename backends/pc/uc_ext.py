@@ -9,6 +9,8 @@ reach into its internals:
   ``hlt`` at CPL0 ends ``emu_start`` silently and looks like count expiry;
   the counter tells them apart (count expiry leaves it at N+1) and gives the
   exact instruction counts the virtual clock needs.
+* :class:`FaultAddress`: the full address of an access a TLB-fill hook
+  refused (``uc_struct.invalid_addr``; the hook only sees the page).
 * :class:`CpuContext`: fields of QEMU's ``CPUX86State`` inside a context
   blob: ``old_exception`` (Unicorn never resets it, so the second fault would
   become #DF), the exception error code, ``exception_is_int`` (a software
@@ -77,6 +79,53 @@ class InsnCounter:
     def expired(self, budget: int) -> bool:
         """True if the last emu_start stopped because the count ran out."""
         return self._cell.value > budget
+
+
+@cache
+def _invalid_addr_offset() -> int:
+    """Find ``uc_struct.invalid_addr``: where Unicorn keeps the full address
+    of an access a TLB-fill hook refused (the hook itself only sees the page)."""
+    import unicorn.unicorn_const as C
+    from unicorn import UC_HOOK_TLB_FILL, UcError
+
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc.mem_map(0, 0x100000)
+    uc.ctl_set_tlb_mode(C.UC_TLB_VIRTUAL)
+    target = [0]
+
+    def fill(uc_, vaddr, access, entry, _user):
+        if vaddr == target[0] & ~0xFFF:
+            return False
+        entry.paddr, entry.perms = vaddr, C.UC_PROT_ALL
+        return True
+
+    uc.hook_add(UC_HOOK_TLB_FILL, fill)
+    base = uc._uch.value  # noqa: SLF001
+    snapshots = []
+    for addr in (0x50123, 0x61ABC):
+        target[0] = addr
+        uc.mem_write(0x1000, b"\xa1" + struct.pack("<I", addr) + b"\x90\x90")  # mov eax, [addr]
+        try:
+            uc.emu_start(0x1000, 0x1007)
+        except UcError:
+            pass
+        snapshots.append(ctypes.string_at(base, 4096))
+    found = [o for o in range(0, 4088, 4)
+             if struct.unpack_from("<Q", snapshots[0], o)[0] == 0x50123
+             and struct.unpack_from("<Q", snapshots[1], o)[0] == 0x61ABC]  # fmt: skip
+    if len(found) != 1:
+        raise RuntimeError("cannot locate uc_struct.invalid_addr; is this Unicorn 2.1.4?")
+    return found[0]
+
+
+class FaultAddress:
+    """The full address of the last access a TLB-fill hook refused."""
+
+    def __init__(self, uc: Uc) -> None:
+        self._cell = ctypes.c_uint64.from_address(uc._uch.value + _invalid_addr_offset())  # noqa: SLF001
+
+    def value(self) -> int:
+        return self._cell.value & 0xFFFFFFFF
 
 
 # -- the CPU context blob ------------------------------------------------------

@@ -87,8 +87,13 @@ class _Sections:
         self.prev = ".text"
         self.stack: list[tuple[str, str]] = []
         self.flags: dict[str, str] = {".text": "ax", ".data": "aw", ".bss": "aw"}
+        self.macro_depth = 0  # inside .macro ... .endm
 
     def exec(self, name: str | None = None) -> bool:
+        if name is None and self.macro_depth:
+            # A macro body lands in whatever section it is expanded in, not
+            # the one current at its definition; an instruction there is code.
+            return True
         name = name or self.cur
         flags = self.flags.get(name)
         if flags is not None:
@@ -97,6 +102,14 @@ class _Sections:
 
     def apply(self, d: str, args: str) -> bool:
         """Apply a directive; True if it may change the current section."""
+        if d == ".macro":
+            self.macro_depth += 1
+            return False
+        if d == ".endm":
+            self.macro_depth = max(0, self.macro_depth - 1)
+            return False
+        if self.macro_depth:
+            return False  # section directives in a body act at expansion time
         if d in (".text", ".data", ".bss"):
             self._set(d)
         elif d in (".section", ".pushsection"):

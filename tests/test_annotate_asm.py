@@ -115,6 +115,27 @@ f:\tirqsave %eax
     assert verify(elf, table).ok
 
 
+def test_macro_defined_in_a_data_section_is_annotated_where_it_expands(tmp_path, as_assembler):
+    """A macro body runs in the section it is expanded in; where it was
+    defined (and section directives inside it) do not matter."""
+    src = """\t.section .multiboot, "a"
+\t.long 0x1BADB002
+\t.macro EXIT code
+\tmovl $\\code, %eax
+\toutl %eax, $0xf4
+\t.endm
+\t.data
+x:\t.long 0
+\t.text
+f:\tEXIT 3
+\tret
+"""
+    res, elf, table = annotate_and_load(src, tmp_path, as_assembler)
+    assert [s.kind.name for s in table.sites] == ["out"]
+    assert table.sites[0].section.name == ".text"
+    assert verify(elf, table).ok
+
+
 def test_noannotate_region_is_recorded_and_verifies(tmp_path, as_assembler):
     src = "\t.text\nf:\tcli\n\t.afterburn_noannotate\n\tinb $0x60,%al\n\thlt\n\t.afterburn_annotate\n\tsti\n\tret\n"
     res, elf, table = annotate_and_load(src, tmp_path, as_assembler)

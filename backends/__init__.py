@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from .bare import BareBackend
 from .base import Backend
+from .xen import XenBackend
 
-BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (BareBackend,)}
+BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (BareBackend, XenBackend)}
 
 
 def get_backend(name: str) -> Backend:

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from .pc.machine import Machine
 
 
+_WEDGES: dict = {}
+
+
 class Backend(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
@@ -34,8 +37,34 @@ class Backend(ABC):
     rewrites: ClassVar[bool]  # does the image go through the rewriter and get a wedge?
 
     def prepare(self, image: Image) -> Image:
-        """The image to load: the image itself, or a rewritten copy."""
-        return image
+        """The image to load: the image itself (``bare``, ``hvm``, or an image
+        already rewritten for this backend), or a rewritten copy."""
+        from afterburn.errors import AfterburnError
+
+        if image.backend == self.name:
+            return image
+        if image.backend:
+            raise AfterburnError(f"{image.path} was rewritten for {image.backend}; run it on {image.backend}, "
+                                 f"or rewrite the original for {self.name}")  # fmt: skip
+        if not self.rewrites:
+            return image
+        from rewriter import rewrite
+
+        return rewrite(image, self)
+
+    # -- rewriting backends ------------------------------------------------------
+
+    def wedge_image(self):
+        """This backend's wedge (wedge/src plus wedge/<name>), built once per process."""
+        import wedge
+
+        if self.name not in _WEDGES:
+            _WEDGES[self.name] = wedge.build(self.name)
+        return _WEDGES[self.name]
+
+    def template_context(self, wedge_image):
+        """What the patch templates need from this backend (rewriter.templates.Context)."""
+        raise NotImplementedError(f"{self.name} does not rewrite")
 
     @abstractmethod
     def attach(self, machine: Machine) -> None:

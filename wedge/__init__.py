@@ -1,1 +1,171 @@
-"""wedge."""
+"""The wedge: Afterburn's in-guest monitor, built from C and GNU asm.
+
+Why C and not keystone: the frontend is the virtual CPU (descriptor
+tables, interrupt frames, iret with redirection, ring compression), and
+reviewing that as C is feasible where as hand-written assembly it would not
+be; only the register-exact entry stubs are assembly.  It is built with the
+same gcc the project already requires for ``afterburn cc``, once per source
+version (cached by a hash of sources, generated headers and compiler), and
+linked at the fixed hypervisor-hole address, so nothing needs relocating at
+load time.
+
+:func:`build` returns a :class:`WedgeImage`: the loadable bytes, the entry
+points the rewriter patches sites to call, and the address of the vCPU.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+
+from afterburn.elf import Elf
+from afterburn.errors import AfterburnError
+
+from .layout import WEDGE_BASE, WEDGE_MAX, c_header
+
+SRC = Path(__file__).resolve().parent
+
+# Site entry points, in entry.S order (their index counts in vcpu.counters).
+ENTRY_POINTS = (
+    "w_pending", "w_pushf", "w_popf", "w_io", "w_movcr", "w_sreg", "w_sreg_m", "w_pushseg", "w_popseg", "w_dtr",
+    "w_sys", "w_sys_m", "w_lar", "w_lar_m", "w_arpl", "w_arpl_m", "w_misc", "w_invlpg", "w_iret", "w_lret",
+    "w_far", "w_far_m", "w_lxs", "w_int", "w_int3", "w_into",
+)  # fmt: skip
+
+CFLAGS = ["-m32", "-march=i686", "-O2", "-ffreestanding", "-fno-pic", "-fno-pie", "-fno-stack-protector",
+          "-fno-asynchronous-unwind-tables", "-fno-builtin", "-fno-strict-aliasing", "-mno-sse", "-mno-mmx",
+          "-mno-80387", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter"]  # fmt: skip
+
+LINK_SCRIPT = f"""ENTRY(wedge_start)
+SECTIONS {{
+  . = 0x{WEDGE_BASE:08x};
+  .text : {{ *(.text .text.*) }}
+  .rodata : {{ *(.rodata .rodata.*) }}
+  . = ALIGN(0x1000);
+  .data : {{ *(.data .data.*) }}
+  .bss : {{ *(.bss .bss.*) *(COMMON) }}
+  /DISCARD/ : {{ *(.note .note.*) *(.comment) *(.eh_frame) }}
+}}
+"""
+
+
+@dataclass
+class WedgeImage:
+    backend: str
+    path: Path
+    segments: list[tuple[int, bytes, int]]  # (address, data, memsz)
+    symbols: dict[str, int]
+    entry: int
+    end: int
+
+    def sym(self, name: str) -> int:
+        try:
+            return self.symbols[name]
+        except KeyError:
+            raise AfterburnError(f"wedge for {self.backend} has no symbol {name}") from None
+
+    @property
+    def vcpu(self) -> int:
+        return self.sym("vcpu")
+
+
+def _generated_headers(backend: str) -> dict[str, str]:
+    headers = {"vcpu.h": c_header()}
+    abi = import_module(f"backends.{backend}.abi")
+    headers[f"{backend}_abi.h"] = abi.c_header()
+    return headers
+
+
+def _sources(backend: str) -> list[Path]:
+    return sorted((SRC / "src").glob("*.[cS]")) + sorted((SRC / backend).glob("*.[cS]"))
+
+
+def _cache_root() -> Path:
+    root = os.environ.get("AFTERBURN_CACHE")
+    if root:
+        return Path(root) / "wedge"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "afterburn" / "wedge"
+
+
+def _gcc() -> str:
+    return os.environ.get("AFTERBURN_WEDGE_CC", "gcc")
+
+
+def build(backend: str) -> WedgeImage:
+    """The wedge for ``backend`` (a directory next to src/), built if needed."""
+    if not (SRC / backend).is_dir():
+        raise AfterburnError(f"no wedge layer for backend {backend!r}")
+    headers = _generated_headers(backend)
+    sources = _sources(backend)
+    h = hashlib.sha256()
+    for p in sources + sorted((SRC / "src").glob("*.h")):
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    for name, text in sorted(headers.items()):
+        h.update(name.encode() + b"\0" + text.encode())
+    h.update(" ".join(CFLAGS).encode() + LINK_SCRIPT.encode())
+    try:
+        h.update(subprocess.run([_gcc(), "--version"], capture_output=True, check=True).stdout)
+    except (OSError, subprocess.CalledProcessError):
+        raise AfterburnError(f"cannot run {_gcc()} to build the wedge") from None
+    out_dir = _cache_root() / f"{backend}-{h.hexdigest()[:16]}"
+    elf_path = out_dir / f"wedge-{backend}.elf"
+    if not elf_path.exists():
+        _compile(backend, headers, sources, out_dir, elf_path)
+    return _load(backend, elf_path)
+
+
+def _compile(backend: str, headers: dict[str, str], sources: list[Path], out_dir: Path, elf_path: Path) -> None:
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for name, text in headers.items():
+            (tmp / name).write_text(text)
+        (tmp / "wedge.ld").write_text(LINK_SCRIPT)
+        objs = []
+        for src in sources:
+            obj = tmp / (src.parent.name + "-" + src.name + ".o")
+            r = subprocess.run([_gcc(), *CFLAGS, f"-I{tmp}", f"-I{SRC / 'src'}", "-c", str(src), "-o", str(obj)],
+                               capture_output=True, text=True)  # fmt: skip
+            if r.returncode != 0:
+                raise AfterburnError(f"building the wedge failed: {r.stderr.strip().splitlines()[0] if r.stderr else src}")
+            objs.append(str(obj))
+        out = tmp / elf_path.name
+        r = subprocess.run(["ld", "-m", "elf_i386", "-T", str(tmp / "wedge.ld"), "-o", str(out), *objs],
+                           capture_output=True, text=True)  # fmt: skip
+        if r.returncode != 0:
+            raise AfterburnError(f"linking the wedge failed: {r.stderr.strip()}")
+        try:
+            os.replace(tmp, out_dir)  # atomic publish; a concurrent builder may have won
+        except OSError:
+            if not elf_path.exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load(backend: str, path: Path) -> WedgeImage:
+    elf = Elf(path)
+    segs = []
+    import struct
+
+    raw = elf.raw
+    phoff, = struct.unpack_from("<I", raw, 28)
+    phentsize, phnum = struct.unpack_from("<HH", raw, 42)
+    for i in range(phnum):
+        p_type, p_offset, p_vaddr, _, p_filesz, p_memsz, _, _ = struct.unpack_from("<8I", raw, phoff + i * phentsize)
+        if p_type == 1 and p_memsz:
+            segs.append((p_vaddr, raw[p_offset : p_offset + p_filesz], p_memsz))
+    symbols = {s.name: s.value for s in elf.symbols if s.name}
+    end = max(a + m for a, _, m in segs)
+    if end - WEDGE_BASE > WEDGE_MAX:
+        raise AfterburnError(f"the {backend} wedge is {end - WEDGE_BASE} bytes, more than {WEDGE_MAX}")
+    missing = [e for e in ENTRY_POINTS if e not in symbols]
+    if missing:
+        raise AfterburnError(f"the {backend} wedge lacks entry points {missing}")
+    return WedgeImage(backend, path, segs, symbols, elf.entry, end)

@@ -1,0 +1,136 @@
+/*
+ * Entry points of the wedge.
+ *
+ * Site entries.  A patched site does "call w_x" followed by argument bytes.
+ * The stub saves everything the guest could see change (flags, every GPR,
+ * DS and ES), switches DS/ES to the hypervisor's flat data segment (the
+ * guest's may be based), and calls the C handler with a pointer to the
+ * saved state (struct frame).  A handler that returns resumes the guest at
+ * frame->ret (it skips the argument bytes it read); one that must change
+ * the stack or CS leaves through wedge_exit instead.
+ *
+ * wedge_exit: vcpu.exit_frame holds ES, DS and a pushal image; vcpu.exit_esp
+ * and exit_ss name the stack, where an iret frame (EIP, CS, EFLAGS, and ESP,
+ * SS for a return to ring 3) has been written.  "lss; iret" switches stack
+ * and jumps in one go, with every register exactly as the guest expects.
+ *
+ * Traps and upcalls: the hypervisor pushes the guest-visible interrupt
+ * frame (EIP, CS, EFLAGS[, ESP, SS]), an error code where the vector has
+ * one, and an info word (vector | flags << 8), then enters w_trap; event
+ * upcalls enter w_upcall with only the frame.
+ */
+#include "vcpu.h"
+
+#define UPCALL_INFO 0xffff
+
+	.text
+
+	.macro ENTRY name, handler, index
+	.globl \name
+	.type \name, @function
+\name:
+	pushfl
+	pushal
+	pushl %ds
+	pushl %es
+	cld				/* the C ABI wants DF=0; the guest's is saved */
+	movl $HYP_DS, %eax
+	movw %ax, %ds
+	movw %ax, %es
+	incl vcpu + VCPU_OFF_DEPTH
+	incl vcpu + VCPU_OFF_COUNTERS + 4 * \index
+	movl 44(%esp), %eax
+	movl %eax, vcpu + VCPU_OFF_SITE_RET
+	movl %esp, vcpu + VCPU_OFF_FRAME
+	pushl %esp
+	call \handler
+	addl $4, %esp
+	decl vcpu + VCPU_OFF_DEPTH
+	popl %es
+	popl %ds
+	popal
+	popfl
+	ret
+	.size \name, . - \name
+	.endm
+
+	/* The order gives each entry's index in vcpu.counters; it must match
+	 * wedge.ENTRY_POINTS. */
+	ENTRY w_pending,  h_pending,  0
+	ENTRY w_pushf,    h_pushf,    1
+	ENTRY w_popf,     h_popf,     2
+	ENTRY w_io,       h_io,       3
+	ENTRY w_movcr,    h_movcr,    4
+	ENTRY w_sreg,     h_sreg,     5
+	ENTRY w_sreg_m,   h_sreg_m,   6
+	ENTRY w_pushseg,  h_pushseg,  7
+	ENTRY w_popseg,   h_popseg,   8
+	ENTRY w_dtr,      h_dtr,      9
+	ENTRY w_sys,      h_sys,      10
+	ENTRY w_sys_m,    h_sys_m,    11
+	ENTRY w_lar,      h_lar,      12
+	ENTRY w_lar_m,    h_lar_m,    13
+	ENTRY w_arpl,     h_arpl,     14
+	ENTRY w_arpl_m,   h_arpl_m,   15
+	ENTRY w_misc,     h_misc,     16
+	ENTRY w_invlpg,   h_invlpg,   17
+	ENTRY w_iret,     h_iret,     18
+	ENTRY w_lret,     h_lret,     19
+	ENTRY w_far,      h_far,      20
+	ENTRY w_far_m,    h_far_m,    21
+	ENTRY w_lxs,      h_lxs,      22
+	ENTRY w_int,      h_int,      23
+	ENTRY w_int3,     h_int3,     24
+	ENTRY w_into,     h_into,     25
+
+	.globl wedge_exit
+	.type wedge_exit, @function
+wedge_exit:
+	movl $(vcpu + VCPU_OFF_EXIT_FRAME), %esp
+	decl vcpu + VCPU_OFF_DEPTH
+	popl %es
+	popl %ds
+	popal
+	lss %ss:(vcpu + VCPU_OFF_EXIT_ESP), %esp
+	iret
+	.size wedge_exit, . - wedge_exit
+
+	.globl w_upcall
+	.type w_upcall, @function
+w_upcall:
+	pushl $UPCALL_INFO
+	/* fall through */
+	.globl w_trap
+	.type w_trap, @function
+w_trap:
+	pushal
+	pushl %ds
+	pushl %es
+	cld
+	movl $HYP_DS, %eax
+	movw %ax, %ds
+	movw %ax, %es
+	incl vcpu + VCPU_OFF_DEPTH
+	pushl %esp
+	call wedge_trap			/* never returns: it delivers or resumes */
+	ud2
+	.size w_trap, . - w_upcall
+
+	/* Boot: the hypervisor starts the vCPU here at ring 1 with ESI pointing
+	 * at start_info and ESP at the top of the boot stack. */
+	.globl wedge_start
+	.type wedge_start, @function
+wedge_start:
+	pushl %esi
+	call wedge_boot
+	ud2
+	.size wedge_start, . - wedge_start
+
+	.bss
+	.align 16
+	.globl boot_stack_top
+boot_stack:
+	.skip 8192
+boot_stack_top:
+
+	.section .note.GNU-stack, "", @progbits

@@ -22,8 +22,16 @@ from .errors import AfterburnError
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+def _console(stderr: bool = False) -> Console:
+    c = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not c.is_terminal and "COLUMNS" not in os.environ:
+        # Piped or captured: rich would assume 80 columns and squeeze tables.
+        c = Console(stderr=stderr, highlight=False, soft_wrap=True, width=132)
+    return c
+
+
+out = _console()
+err = _console(stderr=True)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -229,6 +237,86 @@ def cmd_run(args) -> int:
 
 
 # ---------------------------------------------------------------------------
+# rewrite
+
+
+def cmd_rewrite(args) -> int:
+    from backends import get_backend
+    from backends.pc.loader import load_image
+    from rewriter import RewriteError, rewrite
+    from rewriter.elfwrite import write_image
+
+    from .fsutil import same_file
+
+    backend = get_backend(args.backend)
+    if not backend.rewrites:
+        raise AfterburnError(f"rewrite: the {backend.name} backend runs images as they are; nothing to rewrite")
+    image = load_image(args.kernel)
+    if image.backend:
+        raise AfterburnError(f"{args.kernel}: already rewritten for {image.backend}; rewrite the original")
+    if same_file(args.kernel, args.output):
+        raise AfterburnError(f"{args.kernel}: -o would overwrite the input")
+    try:
+        new = rewrite(image, backend)
+    except RewriteError as e:
+        rows = [p.to_json() for p in e.problems]
+        if args.json:
+            _print_json({"kernel": args.kernel, "backend": backend.name, "ok": False, "unpatchable": rows})
+        else:
+            t = Table(title=f"{args.kernel}: {len(rows)} site(s) cannot be patched for {backend.name}",
+                      title_justify="left")  # fmt: skip
+            for col in ("address", "kind", "symbol", "reason"):
+                t.add_column(col)
+            for r in rows:
+                t.add_row(f"{r['address']:#010x}", r["kind"], r["symbol"], r["reason"])
+            out.print(t)
+            err.print(f"afterburn: error: {e}")
+        return e.exit_status
+    write_image(new, args.output)
+    by_kind: dict[str, int] = {}
+    for p in new.patched:
+        by_kind[p.kind] = by_kind.get(p.kind, 0) + 1
+    wedge_bytes = sum(s.memsz for s in new.hole_segments)
+    summary = {"kernel": args.kernel, "output": args.output, "backend": backend.name, "ok": True,
+               "sites": len(new.patched), "by_kind": dict(sorted(by_kind.items())),
+               "unrecorded": [f"{a:#x}" for a in new.unrecorded], "wedge_bytes": wedge_bytes}  # fmt: skip
+    if args.json:
+        _print_json(summary)
+        return 0
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items(), key=lambda kv: -kv[1]))
+    err.print(f"{args.kernel}: {len(new.patched)} sites patched for {backend.name} ({kinds or 'none'}); "
+              f"wedge {wedge_bytes:,} bytes -> {args.output}")  # fmt: skip
+    if new.unrecorded:
+        err.print(f"afterburn: warning: {len(new.unrecorded)} sensitive instruction(s) have no site record and "
+                  f"stay native; the backend reports each one it reaches as an escape")  # fmt: skip
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# diff
+
+
+def cmd_diff(args) -> int:
+    from backends import BACKENDS
+    from backends.pc.machine import Limits
+
+    from .diff import render, run_backends
+
+    names = [n.strip() for n in args.backends.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown:
+        raise AfterburnError(f"diff: unknown backend(s) {', '.join(unknown)} (have: {', '.join(BACKENDS)})")
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise AfterburnError("diff: --backends needs two or more different backends")
+    result = run_backends(args.kernel, names, Limits(max_insns=args.max_insns, timeout=args.timeout), args.cmdline)
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        render(result, out)
+    return 0 if result.agree else 1
+
+
+# ---------------------------------------------------------------------------
 
 
 def _positive_int(text: str) -> int:
@@ -269,8 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser(
         "run", help="run a multiboot kernel on the emulated PC",
         description="Run a multiboot kernel.  The exit status is the value the guest wrote to isa-debug-exit "
-                    "(port 0xf4, 0-255), or 250 halted, 251 fault (triple fault), 252 timeout, 253 max-insns, "
-                    "254 machine error.",
+                    "(port 0xf4, 0-255), or 248 escape (an unrewritten sensitive instruction reached the hypervisor), "
+                    "249 killed by the hypervisor, 250 halted, 251 fault (triple fault), 252 timeout, "
+                    "253 max-insns, 254 machine error.",
     )  # fmt: skip
     r.add_argument("kernel", help="multiboot v1 ELF kernel")
     r.add_argument("--backend", help="backend to run on (default: bare, or the one a rewritten image names)")
@@ -282,6 +371,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also digest this guest memory in the Observation (default: .data); repeatable")  # fmt: skip
     r.add_argument("--json", action="store_true", help="print the whole Observation as JSON instead")
     r.set_defaults(func=cmd_run)
+
+    w = sub.add_parser(
+        "rewrite", help="patch every site of an annotated kernel for a backend and add its wedge",
+        description="Write a standalone ELF: the patched kernel, the backend's wedge in an added PT_LOAD segment "
+                    "and a note naming the backend (afterburn run then needs no flags).  Exits 1 with the list "
+                    "of sites that cannot be patched, writing nothing.",
+    )  # fmt: skip
+    w.add_argument("kernel", help="annotated multiboot ELF kernel (afterburn cc)")
+    w.add_argument("--backend", required=True, help="backend to rewrite for (e.g. xen)")
+    w.add_argument("-o", "--output", required=True, help="output ELF")
+    w.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    w.set_defaults(func=cmd_rewrite)
+
+    d = sub.add_parser(
+        "diff", help="run a kernel on several backends and compare what a user could see",
+        description="Run the kernel on each backend and compare the Observations (serial output, ending, port "
+                    "writes, final virtual CPU state, memory digests; never timing).  Exits 0 if and only if "
+                    "all agree.",
+    )  # fmt: skip
+    d.add_argument("kernel", help="annotated multiboot ELF kernel")
+    d.add_argument("--backends", default="bare,xen", help="comma-separated, the first is the reference (bare,xen)")
+    d.add_argument("--max-insns", type=_positive_int, default=200_000_000, help="per backend (200000000)")
+    d.add_argument("--timeout", type=float, default=120.0, help="seconds of wall time per backend (120)")
+    d.add_argument("--cmdline", help="multiboot command line (default: the kernel path)")
+    d.add_argument("--json", action="store_true", help="print the comparison and every Observation as JSON")
+    d.set_defaults(func=cmd_diff)
 
     sub.add_parser("cc", help="gcc drop-in that writes annotated objects (afterburn cc -m32 -c foo.c)", add_help=False)
     return p

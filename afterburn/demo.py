@@ -1,8 +1,11 @@
 """``make demo``: the main job on the built-in corpus guests.
 
 For each corpus guest, the ``afterburn cc`` build is checked with ``afterburn
-verify``, then run on every backend.  One table shows the result of each run.
+verify``, then ``afterburn diff`` runs it on every backend (``bare`` is the
+reference; the others are rewritten at load time) and compares what a user
+could see.  One table shows every run; any divergence is shown in detail.
 """
+
 from __future__ import annotations
 
 import sys
@@ -17,36 +20,46 @@ GUESTS = ("hello", "timer", "paging", "ring3", "portio", "kinds")
 
 
 def main() -> int:
-    from backends import BACKENDS, get_backend
-    from backends.pc.loader import load_image
-    from backends.pc.machine import Limits, Machine
+    from backends import BACKENDS
+    from backends.pc.machine import Limits
 
+    from .diff import format_counts, short_result, render, run_backends
     from .elf import open_elf
     from .verify import verify
 
-    console = Console()
-    table = Table(title="Afterburn corpus: annotated guests on every backend", title_justify="left")
-    for col in ("guest", "sites", "verify", "backend", "result", "last line", "instructions", "wall"):
-        table.add_column(col, justify="right" if col in ("sites", "instructions", "wall") else "left")
-    failures = 0
+    console = Console(width=max(Console().width, 132))
+    table = Table(title="Afterburn corpus: annotated guests, every backend against bare", title_justify="left")
+    for col in ("guest", "sites", "verify", "backend", "result", "last line", "agrees", "instructions", "wall",
+                "exits"):  # fmt: skip
+        table.add_column(col, justify="right" if col in ("sites", "instructions", "wall") else "left",
+                         no_wrap=col != "exits")  # fmt: skip
+    failures, diverged = 0, []
     for guest in GUESTS:
         kernel = BUILD / "annotated" / f"{guest}.elf"
         if not kernel.exists():
             console.print(f"[red]{kernel} is missing; run `make guests` first[/red]")
             return 1
         rep = verify(open_elf(kernel))
-        for name in BACKENDS:
-            machine = Machine()
-            backend = get_backend(name)
-            machine.load(backend.prepare(load_image(kernel)))
-            obs = machine.run(backend, Limits(max_insns=100_000_000, timeout=120))
+        result = run_backends(str(kernel), list(BACKENDS), Limits(max_insns=200_000_000, timeout=300))
+        for i, run in enumerate(result.runs):
+            obs = run.observation
             last = obs.serial.decode(errors="replace").rstrip("\n").rsplit("\n", 1)[-1]
             ok = obs.ending.reason == "exit" and obs.ending.code == 0 and last == f"PASS {guest}"
-            failures += not ok or not rep.ok
-            table.add_row(guest, str(rep.sites), "[green]ok[/green]" if rep.ok else f"[red]{len(rep.problems)}[/red]",
-                          name, obs.ending.describe(), f"[green]{last}[/green]" if ok else f"[red]{last}[/red]",
-                          f"{obs.stats.instructions:,}", f"{obs.stats.wall_s:.2f} s")  # fmt: skip
+            agrees = "reference" if i == 0 else "[green]yes[/green]" if run.divergence is None else "[red]NO[/red]"
+            failures += not ok or not rep.ok or run.divergence is not None
+            table.add_row(guest if i == 0 else "", str(rep.sites) if i == 0 else "",
+                          ("[green]ok[/green]" if rep.ok else f"[red]{len(rep.problems)}[/red]") if i == 0 else "",
+                          run.backend, short_result(obs), f"[green]{last}[/green]" if ok else f"[red]{last}[/red]", agrees,
+                          f"{obs.stats.instructions:,}", f"{obs.stats.wall_s:.2f} s",
+                          format_counts(obs.stats.exits, limit=3))  # fmt: skip
+        table.add_section()
+        if not result.agree:
+            diverged.append(result)
     console.print(table)
+    for result in diverged:
+        render(result, console)
+    console.print("[green]every guest passed and every backend agreed with bare[/green]" if not failures
+                  else f"[red]{failures} problem(s)[/red]")  # fmt: skip
     return 1 if failures else 0
 
 

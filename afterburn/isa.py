@@ -26,7 +26,7 @@ because backends differ only inside the wedge, never at the site:
 shape     bytes written over the site                       length
 ========  ===============================================  ==============
 VIF       ``mov byte ss:[vif], imm8``                         8
-STI       VIF + ``cmp byte ss:[pending],0; jz +5; call``     23 (13 if flags live)
+STI       VIF + ``call *ss:[pending_entry]``                  15
 CALL(n)   ``call entry`` + n inline argument bytes           5 + n
 MEMCALL   ``mov ss:[vcpu.scratch],eax; lea eax,[mem]; call`` 6 + (1+M) + 5 + 1
           + 1 descriptor byte (M = ModRM+SIB+disp bytes)
@@ -35,6 +35,11 @@ MEMCALL   ``mov ss:[vcpu.scratch],eax; lea eax,[mem]; call`` 6 + (1+M) + 5 + 1
 Every shape starts with an access to the supervisor-only wedge page, so a
 patched site that runs in guest *user* mode faults before it has any effect
 and the hypervisor can emulate the original instruction instead.
+
+``pending_entry`` holds the address of a bare ``ret`` in the wedge, or of
+the pending-interrupt entry while one waits: the check costs a call and a
+return and touches no flags or registers.  pushf and popf are CALL(0):
+separate entry points for the 32- and 16-bit forms.
 
 So, e.g., ``out %al,$0x80`` (2 bytes) becomes ``call w_io; .byte desc, port``
 (7 bytes): pad 5.  ``lgdt disp32(%eax)`` (2 opcode + M) becomes MEMCALL:
@@ -93,6 +98,7 @@ ATT_PREFIXES = frozenset(
 CALL = 5
 ARG = 1
 VIF_STORE = 8  # 36 C6 05 imm32 imm8
+CALL_INDIRECT = 7  # 36 FF 15 imm32: call *ss:[abs32]
 SCRATCH_SAVE = 6  # 36 A3 imm32
 LEA_OPCODE = 1
 
@@ -218,11 +224,11 @@ P, S = Class.PRIVILEGED, Class.SENSITIVE
 _KINDS: list[Kind] = [
     Kind(1, "cli", P, 7, None, F(), F({"eflags.if"}), "clear IF",
          F({X.X86_INS_CLI}), None, F({"cli"})),
-    Kind(2, "sti", P, 22, None, F(), F({"eflags.if"}), "set IF; the patch also checks for a pending virtual interrupt",
+    Kind(2, "sti", P, 14, None, F(), F({"eflags.if"}), "set IF; the patch also checks for a pending virtual interrupt",
          F({X.X86_INS_STI}), None, F({"sti"})),
-    Kind(3, "pushf", S, 5, None, F({"eflags.all", "esp"}), F({"esp", "mem"}), "push EFLAGS (IF and IOPL must show virtual values)",
+    Kind(3, "pushf", S, 4, None, F({"eflags.all", "esp"}), F({"esp", "mem"}), "push EFLAGS (IF and IOPL must show virtual values)",
          F({X.X86_INS_PUSHF, X.X86_INS_PUSHFD}), None, F({"pushf", "pushfl", "pushfw", "pushfd"})),
-    Kind(4, "popf", S, 5, None, F({"esp", "mem"}), F({"eflags.all", "esp"}), "pop EFLAGS (silently ignores IF at CPL>0)",
+    Kind(4, "popf", S, 4, None, F({"esp", "mem"}), F({"eflags.all", "esp"}), "pop EFLAGS (silently ignores IF at CPL>0)",
          F({X.X86_INS_POPF, X.X86_INS_POPFD}), None, F({"popf", "popfl", "popfw", "popfd"})),
     Kind(5, "in", P, 5, None, F({"edx", "port"}), F({"eax"}), "port input, imm8 or dx port, byte/word/dword",
          F({X.X86_INS_IN}), None, F({"in", "inb", "inw", "inl"})),

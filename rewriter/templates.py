@@ -44,7 +44,7 @@ class Context:
     vif: int  # address of the byte that holds the virtual IF
     vif_on: int  # its value for IF=1
     vif_off: int
-    pending: int  # address of the byte that is non-zero when an interrupt may be waiting
+    pending_entry: int  # address of the dword sti calls through: a bare ret, or the pending entry
 
 
 def _call(ctx: Context, entry: str, at: int) -> bytes:
@@ -102,13 +102,11 @@ def encode(site_kind: isa.Kind, insn, ctx: Context, at: int, flags_live: bool) -
     if name == "cli":
         return _ss_mov_byte(ctx.vif, ctx.vif_off)
     if name == "sti":
-        on = _ss_mov_byte(ctx.vif, ctx.vif_on)
-        if flags_live:
-            return on + _call(ctx, "w_pending", at + len(on))
-        check = b"\x36\x80\x3d" + struct.pack("<IB", ctx.pending, 0) + b"\x74\x05"
-        return on + check + _call(ctx, "w_pending", at + len(on) + len(check))
+        # call *ss:[pending_entry]: a ret while nothing is pending (no flags,
+        # no registers touched), the wedge's w_pending while something is.
+        return _ss_mov_byte(ctx.vif, ctx.vif_on) + b"\x36\xff\x15" + struct.pack("<I", ctx.pending_entry)
     if name in ("pushf", "popf"):
-        return _call(ctx, f"w_{name}", at) + bytes([_wide16(insn)])
+        return _call(ctx, f"w_{name}{'16' if _wide16(insn) else ''}", at)
     if name in ("in", "out", "ins", "outs"):
         size = {1: 0, 2: 1, 4: 2}[_io_size(insn)]
         desc = size | (4 if name in ("in", "ins") else 0)

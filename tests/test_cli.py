@@ -37,7 +37,7 @@ def test_verify_and_sites_json(annotated_obj):
     data = json.loads(r.stdout)
     assert data["format_version"] == 1
     assert [(s["kind"], s["offset"], s["insn_len"], s["length"], s["symbol"]) for s in data["sites"]] == [
-        ("cli", 0, 1, 8, "f"), ("in", 8, 2, 7, "f+0x8"), ("sti", 15, 1, 23, "f+0xf")]
+        ("cli", 0, 1, 8, "f"), ("in", 8, 2, 7, "f+0x8"), ("sti", 15, 1, 15, "f+0xf")]
     r = run_afterburn("sites", str(annotated_obj))
     assert r.returncode == 0 and "f+0x8" in r.stdout
 

@@ -104,7 +104,9 @@ def template_len(name: str, insn) -> int:
     if name == "cli":
         return isa.VIF_STORE
     if name == "sti":
-        return isa.VIF_STORE + 8 + 2 + isa.CALL  # mov vif; ss: cmp pending; jz; call deliver
+        return isa.VIF_STORE + isa.CALL_INDIRECT  # mov vif; call *ss:[pending_entry]
+    if name in ("pushf", "popf"):
+        return isa.CALL  # an entry point per operand size, no argument
     has_mem = any(op.type == X.X86_OP_MEM for op in insn.operands)
     if name in _MEMCALL_KINDS and has_mem:
         m = insn.size - insn.modrm_offset - insn.imm_size  # ModRM + SIB + displacement bytes

@@ -12,6 +12,7 @@ from tests import sitebench
 from tests.conftest import run_afterburn
 from tests.kernels import PRELUDE
 from tests.test_xen import BODY_IO, _strip_record
+from wedge.layout import WEDGE_BASE
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def test_rewrite_writes_a_standalone_elf(rewritten):
     image = load_image(out)
     assert image.backend == "xen"
     assert len(image.patched) == len(table.sites)
-    assert image.hole_segments and image.hole_segments[0].vaddr == 0xFFC00000
+    assert image.hole_segments and image.hole_segments[0].vaddr == WEDGE_BASE
     raw_in, raw_out = src.read_bytes(), out.read_bytes()
     (off_in, words_in), (off_out, words_out) = find_multiboot_header(raw_in), find_multiboot_header(raw_out)
     assert off_in == off_out < 8192 and words_in[:3] == words_out[:3]  # the header did not move

@@ -30,11 +30,12 @@ from .layout import WEDGE_BASE, WEDGE_MAX, c_header
 
 SRC = Path(__file__).resolve().parent
 
-# Site entry points, in entry.S order (their index counts in vcpu.counters).
+# Site entry points: the index of each is its slot in vcpu.counters (entry.S
+# passes the same index to its ENTRY and FAST macros).
 ENTRY_POINTS = (
     "w_pending", "w_pushf", "w_popf", "w_io", "w_movcr", "w_sreg", "w_sreg_m", "w_pushseg", "w_popseg", "w_dtr",
     "w_sys", "w_sys_m", "w_lar", "w_lar_m", "w_arpl", "w_arpl_m", "w_misc", "w_invlpg", "w_iret", "w_lret",
-    "w_far", "w_far_m", "w_lxs", "w_int", "w_int3", "w_into",
+    "w_far", "w_far_m", "w_lxs", "w_int", "w_int3", "w_into", "w_pushf16", "w_popf16",
 )  # fmt: skip
 
 CFLAGS = ["-m32", "-march=i686", "-O2", "-ffreestanding", "-fno-pic", "-fno-pie", "-fno-stack-protector",
@@ -103,7 +104,7 @@ def build(backend: str) -> WedgeImage:
     headers = _generated_headers(backend)
     sources = _sources(backend)
     h = hashlib.sha256()
-    for p in sources + sorted((SRC / "src").glob("*.h")):
+    for p in sources + sorted((SRC / "src").glob("*.h")) + sorted((SRC / backend).glob("*.h")):
         h.update(p.name.encode() + b"\0" + p.read_bytes())
     for name, text in sorted(headers.items()):
         h.update(name.encode() + b"\0" + text.encode())
@@ -129,7 +130,8 @@ def _compile(backend: str, headers: dict[str, str], sources: list[Path], out_dir
         objs = []
         for src in sources:
             obj = tmp / (src.parent.name + "-" + src.name + ".o")
-            r = subprocess.run([_gcc(), *CFLAGS, f"-I{tmp}", f"-I{SRC / 'src'}", "-c", str(src), "-o", str(obj)],
+            r = subprocess.run([_gcc(), *CFLAGS, f"-I{tmp}", f"-I{SRC / 'src'}", f"-I{SRC / backend}", "-c", str(src),
+                                "-o", str(obj)],
                                capture_output=True, text=True)  # fmt: skip
             if r.returncode != 0:
                 raise AfterburnError(f"building the wedge failed: {r.stderr.strip().splitlines()[0] if r.stderr else src}")

@@ -17,11 +17,19 @@ from dataclasses import dataclass
 HOLE_BASE = 0xFFC00000
 HOLE_SIZE = 0x00400000
 
-WEDGE_BASE = HOLE_BASE  # wedge image: text, data (the vcpu lives here), bss, boot stack
+# Placement inside the hole is chosen for QEMU's software TLB, which is
+# direct-mapped (64 to 256 entries, indexed by page number) with an 8-entry
+# victim cache.  Anything 1 MiB-aligned shares index 0 with the guest kernel's
+# first page (kernels load at 1 MiB), so the hot pages sit at page offsets
+# 0x20-0x3f of their 1 MiB block, each at its own index: wedge 0x20.., shared
+# info 0x2c, start info 0x2d, real GDT 0x30-0x3f.  With everything at offset
+# 0 a pushf/cli/popf loop refilled the TLB (a Python callback) ~5 times per
+# iteration and ran 10x slower.
+WEDGE_BASE = HOLE_BASE + 0x20000  # wedge image: text, data (the vcpu lives here), bss, boot stack
 WEDGE_MAX = 0x00200000
-SHARED_INFO = 0xFFE00000  # backend shared page (Xen: shared_info), guest read/write
-START_INFO = 0xFFE01000  # boot parameters from the hypervisor, guest read-only
-HYP_PRIVATE = 0xFFF00000  # hypervisor-private (real GDT, LDT shadow): guest read-only
+SHARED_INFO = 0xFFE2C000  # backend shared page (Xen: shared_info), guest read/write
+START_INFO = 0xFFE2D000  # boot parameters from the hypervisor, guest read-only
+HYP_PRIVATE = 0xFFF30000  # hypervisor-private (real GDT, LDT shadow): guest read-only
 REAL_GDT = HYP_PRIVATE  # 64 KiB: 8192 descriptors
 REAL_LDT = HYP_PRIVATE + 0x10000  # 64 KiB shadow of the guest's current LDT
 # The hole's last page stays empty and readable from every ring: Unicorn
@@ -61,6 +69,7 @@ VCPU_FIELDS: tuple[Field, ...] = (
     Field("seg_desc", 4, 12, "descriptor cached by each segment register (2 words each), as hardware caches it"),
     Field("eflags_sys", 4, doc="virtual IOPL and NT (real ones stay 0 at CPL 1)"),
     Field("scratch", 4, doc="EAX saved by MEMCALL patches"),
+    Field("pending_entry", 4, doc="what sti patches call: w_ret, or w_pending while an interrupt may wait"),
     Field("exit_esp", 4, doc="with exit_ss: the stack `lss` switches to before the final iret"),
     Field("exit_ss", 4),
     Field("exit_frame", 4, 10, "es, ds and the pushal image restored on leaving the wedge"),

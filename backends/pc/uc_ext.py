@@ -118,6 +118,33 @@ def _invalid_addr_offset() -> int:
     return found[0]
 
 
+class RegBatch:
+    """Read a fixed set of registers in one native call.
+
+    The binding's ``reg_read`` costs ~2 us a register (class dispatch per
+    call), ``reg_read_batch`` no less; a hypercall reads eight.  Calling
+    ``uc_reg_read_batch`` through ctypes with prebuilt arrays takes ~1.6 us
+    for all eight (values are the low 32 bits for 32-bit registers)."""
+
+    def __init__(self, uc: Uc, regs: list[int]) -> None:
+        n = len(regs)
+        self._handle = uc._uch  # noqa: SLF001
+        self._ids = (ctypes.c_int * n)(*regs)
+        self._vals = (ctypes.c_uint64 * n)()
+        base = ctypes.addressof(self._vals)
+        self._ptrs = (ctypes.c_void_p * n)(*[base + 8 * i for i in range(n)])
+        self._n = n
+        fn = uclib.uc_reg_read_batch
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+        fn.restype = ctypes.c_int
+        self._fn = fn
+
+    def read(self) -> list[int]:
+        if self._fn(self._handle, self._ids, self._ptrs, self._n) != 0:
+            raise RuntimeError("uc_reg_read_batch failed")
+        return [v & 0xFFFFFFFF for v in self._vals]
+
+
 class FaultAddress:
     """The full address of the last access a TLB-fill hook refused."""
 

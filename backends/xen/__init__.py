@@ -43,7 +43,7 @@ from wedge.layout import (
 from ..base import Backend
 from ..pc.cpu import GPRS
 from ..pc.loader import BOOT_CS, BOOT_DS, BOOT_GDT, BOOT_GDT_BYTES, BOOT_STACK, MB1_BOOT_MAGIC, MBI_ADDR, gdt_entry
-from ..pc.uc_ext import load_cs_ss
+from ..pc.uc_ext import RegBatch, load_cs_ss
 from . import abi
 from .hypercalls import HANDLERS, Kill
 from .mmu import Mmu
@@ -95,7 +95,7 @@ class XenBackend(Backend):
             entries={e: w.sym(e) for e in wedge_pkg.ENTRY_POINTS},
             scratch=w.vcpu + VOFF["scratch"],
             vif=SHARED_INFO + abi.SHINFO["upcall_mask"], vif_on=0, vif_off=1,
-            pending=SHARED_INFO + abi.SHINFO["upcall_pending"],
+            pending_entry=w.vcpu + VOFF["pending_entry"],
         )  # fmt: skip
 
     # -- boot -----------------------------------------------------------------------
@@ -115,6 +115,9 @@ class XenBackend(Backend):
         self.sites = sorted(image.patched, key=lambda p: p.start)
         self._site_starts = [p.start for p in self.sites]
         self.mmu = Mmu(self)
+        self._trap_regs = RegBatch(uc, [UC_X86_REG_CS, UC_X86_REG_EIP])
+        self._hypercall_regs = RegBatch(uc, [UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EDX,
+                                             UC_X86_REG_ESI, UC_X86_REG_EDI])  # fmt: skip
         self.timer = OneShotTimer(self)
         m.clock.register(self.timer)
         self._real_gdt()
@@ -241,6 +244,13 @@ class XenBackend(Backend):
     def set_shinfo(self, field: str, value: int, size: int = 1) -> None:  # noqa: D102
         self.m.uc.mem_write(SHARED_INFO + abi.SHINFO[field], value.to_bytes(size, "little"))
 
+    def set_pending(self, on: bool) -> None:
+        """Xen's evtchn_upcall_pending, and the frontend's copy of the same
+        fact: the entry every sti patch calls (a bare ret, or w_pending)."""
+        self.set_shinfo("upcall_pending", int(on))
+        entry = self.w.sym("w_pending" if on else "w_ret")
+        self.m.uc.mem_write(self.vcpu + VOFF["pending_entry"], struct.pack("<I", entry))
+
     def interrupts_enabled(self) -> bool:
         return self.shinfo("upcall_mask") == 0
 
@@ -258,14 +268,14 @@ class XenBackend(Backend):
         pending = self.shinfo("evtchn_pending", 4) | (1 << port)
         self.set_shinfo("evtchn_pending", pending, 4)
         self.set_shinfo("pending_sel", 1, 4)
-        self.set_shinfo("upcall_pending", 1)
+        self.set_pending(True)
 
     def poll_interrupts(self) -> None:
         m = self.m
         if self._sti_shadow or not m.pic.has_interrupt():
             return  # (in the sti shadow, the next instruction runs first: see slice_limit)
         if not self.interrupts_enabled():
-            self.set_shinfo("upcall_pending", 1)  # the wedge checks on every re-enable
+            self.set_pending(True)  # the wedge checks on every re-enable
             return
         if self.in_noirq_window(m.cpu.eip):
             self._short_slice = True
@@ -312,9 +322,9 @@ class XenBackend(Backend):
             vector = m.pic.acknowledge()
             m.stats.interrupts += 1
             if not m.pic.has_interrupt():
-                self.set_shinfo("upcall_pending", 0)
+                self.set_pending(False)
             return vector
-        self.set_shinfo("upcall_pending", 0)
+        self.set_pending(False)
         return -1
 
     def block(self) -> None:
@@ -328,7 +338,7 @@ class XenBackend(Backend):
         if m.pic.has_interrupt():
             # Woken by the 8259: the event is pending now.  The wedge, which
             # the hypercall returns to, takes it (be_pending, then inta).
-            self.set_shinfo("upcall_pending", 1)
+            self.set_pending(True)
 
     def shutdown(self, reason: int) -> None:
         if reason == abi.SHUTDOWN_crash:
@@ -398,9 +408,9 @@ class XenBackend(Backend):
     # -- what Unicorn reports -----------------------------------------------------------
 
     def on_trap(self, vector: int, err: int | None, software: bool) -> bool:
-        m, uc = self.m, self.m.uc
-        cpl = uc.reg_read(UC_X86_REG_CS) & 3
-        eip = uc.reg_read(UC_X86_REG_EIP)
+        m = self.m
+        cs, eip = self._trap_regs.read()
+        cpl = cs & 3
         in_wedge = self.wedge_range[0] <= eip - (2 if software else 0) < self.wedge_range[1]
         if software and vector == abi.HYPERCALL_VECTOR and cpl == 1:
             self.hypercall()
@@ -558,9 +568,7 @@ class XenBackend(Backend):
 
     def hypercall(self) -> None:
         m, uc = self.m, self.m.uc
-        nr = uc.reg_read(UC_X86_REG_EAX)
-        args = [uc.reg_read(r) for r in (UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EDX, UC_X86_REG_ESI,
-                                         UC_X86_REG_EDI)]  # fmt: skip
+        nr, *args = self._hypercall_regs.read()
         entry = HANDLERS.get(nr)
         if entry is None:
             m.stop("killed", f"invalid hypercall {nr}")

@@ -105,7 +105,8 @@ def c_header() -> str:
                  "CONSOLEIO_write", "EVTCHNOP_bind_pirq", "EVTCHNOP_unmask", "PIC_PORT", "TIMER_PORT", "PIO_IN",
                  "PIO_STRING", "PIO_REP_BACKWARD", "STARTINFO_MAGIC"):  # fmt: skip
         lines.append(f"#define {name.upper()} {globals()[name]}")
-    lines.append(f"#define XEN_SHARED_INFO 0x{SHARED_INFO:08x}u")
-    lines.append(f"#define XEN_START_INFO 0x{START_INFO:08x}u")
+    # No "u" suffix: entry.S uses these too, and gas has no integer suffixes.
+    lines.append(f"#define XEN_SHARED_INFO 0x{SHARED_INFO:08x}")
+    lines.append(f"#define XEN_START_INFO 0x{START_INFO:08x}")
     lines += ["", "#endif", ""]
     return "\n".join(lines)

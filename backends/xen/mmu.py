@@ -145,7 +145,10 @@ class Mmu:
             if write:
                 return Refusal(va, write, user, True, "protected", frame)
             return pa, READ_EXEC
-        return pa, (ALL if write else READ_EXEC)
+        # With paging on, a read maps the page read-only so that the first
+        # write comes back here and sets the dirty bit; without paging there
+        # are no dirty bits to keep, and one fill serves both.
+        return pa, (ALL if write or not self.paging else READ_EXEC)
 
     def virt_to_phys(self, va: int, write: bool = False, user: bool = False) -> int | None:
         """Physical address for a hypervisor access on the guest's behalf."""

@@ -269,9 +269,11 @@ static void __attribute__((noreturn)) finish(struct frame *f, u32 eip, u32 eflag
     leave(&f->r, eip, 0, eflags, guest_esp(f) + delta);
 }
 
-void h_pushf(struct frame *f)
+/* pushf and popf: the 32-bit forms take the assembly fast paths in
+ * entry.S (w_pushf, w_popf); these C versions serve the 16-bit forms, and
+ * popf when it re-enables interrupts with one waiting. */
+static void pushf_common(struct frame *f, int w16)
 {
-    int w16 = arg8(f) & 1;
     u32 eip = f->ret, real = f->eflags;
     u32 v = virtual_eflags(real);
     u32 esp = guest_esp(f) - (w16 ? 2 : 4);
@@ -282,9 +284,8 @@ void h_pushf(struct frame *f)
     finish(f, eip, real, w16 ? -2 : -4);
 }
 
-void h_popf(struct frame *f)
+static void popf_common(struct frame *f, int w16)
 {
-    int w16 = arg8(f) & 1;
     u32 esp = guest_esp(f);
     u32 v = w16 ? ((virtual_eflags(f->eflags) & 0xffff0000u) | *(u16 *)esp) : *(u32 *)esp;
     u32 real;
@@ -292,6 +293,10 @@ void h_popf(struct frame *f)
     maybe_deliver_pending(f, f->ret, virtual_eflags(real), esp + (w16 ? 2 : 4));
     finish(f, f->ret, real, w16 ? 2 : 4);
 }
+
+void h_pushf16(struct frame *f) { pushf_common(f, 1); }
+void h_popf16(struct frame *f) { popf_common(f, 1); }
+void h_popf(struct frame *f) { popf_common(f, 0); }
 
 /* ------------------------------------------------------------------ */
 /* Port I/O goes to the backend's device path */

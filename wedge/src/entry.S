@@ -20,6 +20,12 @@
  * upcalls enter w_upcall with only the frame.
  */
 #include "vcpu.h"
+#include "backend.h"
+
+#define EFL_IF 0x200
+#define EFL_SYS 0x7000			/* IOPL and NT */
+#define EFL_RF 0x10000
+#define EFL_VM 0x20000
 
 #define UPCALL_INFO 0xffff
 
@@ -54,11 +60,9 @@
 	.size \name, . - \name
 	.endm
 
-	/* The order gives each entry's index in vcpu.counters; it must match
-	 * wedge.ENTRY_POINTS. */
+	/* The last argument is the entry's slot in vcpu.counters: its index in
+	 * wedge.ENTRY_POINTS (tests/test_wedge.py checks). */
 	ENTRY w_pending,  h_pending,  0
-	ENTRY w_pushf,    h_pushf,    1
-	ENTRY w_popf,     h_popf,     2
 	ENTRY w_io,       h_io,       3
 	ENTRY w_movcr,    h_movcr,    4
 	ENTRY w_sreg,     h_sreg,     5
@@ -82,6 +86,76 @@
 	ENTRY w_int,      h_int,      23
 	ENTRY w_int3,     h_int3,     24
 	ENTRY w_into,     h_into,     25
+	ENTRY w_pushf16,  h_pushf16,  26
+	ENTRY w_popf16,   h_popf16,   27
+	ENTRY w_popf_slow, h_popf,    2		/* w_popf with an interrupt to deliver */
+
+/*
+ * Fast paths for the commonest call sites, 32-bit pushf and popf (Linux's
+ * irqsave/irqrestore): a dozen instructions on the guest's stack, no C
+ * frame, no segment loads.  Everything the wedge owns is reached through
+ * SS (the guest's DS may be based; its SS is flat).  The virtual IF's place
+ * and values come from the backend (backend.h).
+ */
+	.macro FAST name, index
+	.globl \name
+	.type \name, @function
+	.set .Lcount_\name, vcpu + VCPU_OFF_COUNTERS + 4 * \index
+\name:
+	.endm
+
+	/* pushf: push the virtual EFLAGS (the real ones with IF, IOPL and NT
+	 * replaced by their virtual values).  [esp] = return address. */
+	FAST w_pushf, 1
+	pushl %eax
+	pushfl				/* [esp] real flags, [esp+4] eax, [esp+8] return */
+	incl %ss:.Lcount_w_pushf
+	movl (%esp), %eax
+	andl $~(EFL_IF | EFL_SYS), %eax
+	orl %ss:vcpu + VCPU_OFF_EFLAGS_SYS, %eax
+	cmpb $BE_VIF_OFF, %ss:BE_VIF_ADDR
+	je 1f
+	orl $EFL_IF, %eax
+1:	xchgl %eax, 8(%esp)		/* the pushed word, where the return address was */
+	xchgl %eax, 4(%esp)		/* the return address above the real flags; eax back */
+	popfl
+	ret
+	.size w_pushf, . - w_pushf
+
+	/* popf: the popped word's IF, IOPL and NT become virtual, the rest
+	 * real.  If IF comes on with an interrupt waiting, the C path delivers
+	 * it.  [esp] = return address, [esp+4] = the word to pop. */
+	FAST w_popf, 2
+	testl $EFL_IF, 4(%esp)		/* flags are free: popf replaces them all */
+	jz 1f
+	cmpl $w_ret, %ss:vcpu + VCPU_OFF_PENDING_ENTRY
+	jne w_popf_slow
+1:	pushl %eax
+	incl %ss:.Lcount_w_popf
+	movl 8(%esp), %eax
+	andl $EFL_SYS, %eax
+	movl %eax, %ss:vcpu + VCPU_OFF_EFLAGS_SYS
+	movl 8(%esp), %eax
+	testl $EFL_IF, %eax
+	jz 2f
+	movb $BE_VIF_ON, %ss:BE_VIF_ADDR
+	jmp 3f
+2:	movb $BE_VIF_OFF, %ss:BE_VIF_ADDR
+3:	andl $~(EFL_IF | EFL_SYS | EFL_RF | EFL_VM), %eax
+	orl $(EFL_IF | 2), %eax		/* the real IF stays on */
+	xchgl %eax, 4(%esp)		/* real flags where the return address was */
+	xchgl %eax, 8(%esp)		/* the return address where the word was */
+	popl %eax
+	popfl
+	ret
+	.size w_popf, . - w_popf
+
+	/* What sti patches call while nothing is pending. */
+	.globl w_ret
+	.type w_ret, @function
+w_ret:
+	ret
+	.size w_ret, . - w_ret
 
 	.globl wedge_exit
 	.type wedge_exit, @function

@@ -202,6 +202,15 @@ void maybe_deliver_pending(struct frame *f, u32 eip, u32 eflags_virtual, u32 esp
     deliver(&f->r, v, 0, 0, &ctx, esp, 0);
 }
 
+/* sti patches call through vcpu.pending_entry: a bare ret (w_ret) while
+ * nothing waits, w_pending while the backend may have an interrupt.  The
+ * hypervisor keeps it in step when it raises or clears pending; the wedge,
+ * when it takes events. */
+void set_pending_entry(int pending)
+{
+    vcpu.pending_entry = pending ? (u32)w_pending : (u32)w_ret;
+}
+
 /* sti found an interrupt pending (the site's inline check): the hardware
  * takes it after the next instruction, so let the backend do that. */
 void h_pending(struct frame *f)

@@ -14,8 +14,10 @@
  * the call are its arguments, described here and encoded by
  * rewriter/templates.py (tests/test_templates.py runs every form):
  *
- *   w_pending                 (no args)  sti found an interrupt pending
- *   w_pushf, w_popf           desc: bit0 16-bit
+ *   w_pending                 (no args)  sti found an interrupt pending; sti patches call
+ *                             it through vcpu.pending_entry, which holds w_ret otherwise
+ *   w_pushf, w_popf           (no args)  32-bit forms: assembly fast paths
+ *   w_pushf16, w_popf16       (no args)  16-bit forms
  *   w_io                      desc: bits0-1 log2 size, bit2 in, bit3 imm port (port byte follows),
  *                                   bit4 string, bit5 rep
  *   w_movcr                   desc: bits0-2 gpr, bits3-5 crN/drN, bit6 write, bit7 debug register
@@ -105,6 +107,9 @@ struct ictx {
 void wedge_exit(void) __attribute__((noreturn));
 void w_trap(void);
 void w_upcall(void);
+void w_pending(void);
+void w_ret(void);
+void set_pending_entry(int pending);           /* keep vcpu.pending_entry in step with the backend */
 
 /* cpu.c */
 u32 virtual_eflags(u32 real);

@@ -113,6 +113,7 @@ int be_take_event(void)
     volatile u32 *mask = (volatile u32 *)(shinfo + SHINFO_EVTCHN_MASK);
     volatile u32 *vector = (volatile u32 *)(shinfo + SHINFO_AFTERBURN_VECTOR);
     shinfo[SHINFO_UPCALL_PENDING] = 0;
+    set_pending_entry(0);
     for (int port = 1; port < 32; port++) {
         u32 bit = 1u << port;
         if (!(pending[0] & bit) || (mask[0] & bit))

@@ -11,14 +11,16 @@ update:
   (guest RAM); mapping anything else kills the guest;
 * the hypervisor hole (top 4 MiB) is mapped the same in every address space
   and never to ring 3, whatever the guest's tables say;
-* frames the hypervisor shadows or validates (pinned page tables, the
-  guest's GDT and LDT) are mapped read-only; a write to one is carried out
-  by single-stepping the instruction with the frame writable, then the
-  frame is re-validated or re-shadowed (Xen's "writable page tables"
-  emulation, which is what an unmodified guest needs);
+* the frames of pinned page tables are mapped read-only; a write to one is
+  carried out by single-stepping the instruction with the frame writable,
+  then the tables are re-validated (Xen's "writable page tables" emulation,
+  which is what an unmodified guest needs).  The GDT and LDT are not
+  protected this way (kernels keep them next to hot data): the wedge
+  compares the real, ring-compressed entry with the guest's before every
+  segment load and asks for a re-shadow when they differ;
 * accessed and dirty bits are set as the hardware sets them: A on every
-  walk, D on the first write (a read fill grants no write permission, so
-  the first write comes back here).
+  walk, D on the first write (with paging on, a read fill grants no write
+  permission, so the first write comes back here).
 
 A refused access is recorded in :attr:`fault`; the backend turns it into a
 #PF for the guest, a user-mode site execution, or a page-table write.

@@ -37,7 +37,7 @@ from afterburn import decode, isa
 from afterburn.errors import AfterburnError
 from wedge.layout import (
     GDT_ENTRIES, GUEST_GDT_MAX, HOLE_BASE, HOLE_SIZE, HYP_CS, HYP_DS, REAL_GDT, REAL_LDT,
-    SHARED_INFO, START_INFO, VCPU_FIELDS, vcpu_offsets,
+    SHARED_INFO, START_INFO, vcpu_offsets,
 )  # fmt: skip
 
 from ..base import Backend
@@ -45,7 +45,7 @@ from ..pc.cpu import GPRS
 from ..pc.loader import BOOT_CS, BOOT_DS, BOOT_GDT, BOOT_GDT_BYTES, BOOT_STACK, MB1_BOOT_MAGIC, MBI_ADDR, gdt_entry
 from ..pc.uc_ext import RegBatch, load_cs_ss
 from . import abi
-from .hypercalls import HANDLERS, Kill
+from .hypercalls import HANDLERS, Kill, _read, _write
 from .mmu import Mmu
 
 IF, IOPL, NT, RF, VM, TF = 0x200, 0x3000, 0x4000, 0x10000, 0x20000, 0x100
@@ -85,6 +85,8 @@ class XenBackend(Backend):
         self._short_slice = False
         self._sti_shadow = False
         self._demoted: dict[int, tuple[int, bytes]] = {}  # site start -> (code hook, patch)
+        self.gdt: tuple[int, int] | None = None  # the guest's GDT: (linear base, entries)
+        self.ldt: tuple[int, int] | None = None
 
     # -- rewriting ----------------------------------------------------------------
 
@@ -155,8 +157,9 @@ class XenBackend(Backend):
     def shadow_gdt(self, base: int, entries: int) -> int:
         """Copy the guest's GDT into the real one, index for index, with
         DPL 0 made DPL 1 (ring compression) and accessed bits preset (the CPU
-        may not write the real table); its frames become write-protected so
-        later writes are mirrored."""
+        may not write the real table).  Later guest writes to its GDT are
+        picked up by the wedge, which compares entries before every segment
+        load and asks for update_descriptor when one differs."""
         raw = self.mmu.read(base, entries * 8)
         if raw is None:
             return -abi.EFAULT
@@ -200,7 +203,7 @@ class XenBackend(Backend):
 
     def reshadow_entry(self, linear: int) -> bool:
         """Copy one descriptor of the guest's GDT or LDT into the real table."""
-        for table, where in ((getattr(self, "gdt", None), REAL_GDT), (getattr(self, "ldt", None), REAL_LDT)):
+        for table, where in ((self.gdt, REAL_GDT), (self.ldt, REAL_LDT)):
             if table is None:
                 continue
             base, entries = table
@@ -241,7 +244,7 @@ class XenBackend(Backend):
         data = self.m.uc.mem_read(SHARED_INFO + abi.SHINFO[field], size)
         return int.from_bytes(data, "little")
 
-    def set_shinfo(self, field: str, value: int, size: int = 1) -> None:  # noqa: D102
+    def set_shinfo(self, field: str, value: int, size: int = 1) -> None:
         self.m.uc.mem_write(SHARED_INFO + abi.SHINFO[field], value.to_bytes(size, "little"))
 
     def set_pending(self, on: bool) -> None:
@@ -257,8 +260,8 @@ class XenBackend(Backend):
     def in_noirq_window(self, eip: int) -> bool:
         if self.wedge_range[0] <= eip < self.wedge_range[1]:
             return True
-        i = bisect.bisect_right(self._site_starts, eip) - 1
-        return i >= 0 and self.sites[i].start < eip < self.sites[i].end
+        site = self.site_at(eip)
+        return site is not None and site.start < eip
 
     # -- events ------------------------------------------------------------------
 
@@ -491,8 +494,8 @@ class XenBackend(Backend):
         return True
 
     def emulate_protected_write(self, fault) -> None:
-        """A write to a page table or descriptor table: let one instruction
-        write the frame, then validate or mirror what changed."""
+        """A write to a pinned page table: let one instruction write the
+        frame, then revalidate the tables."""
         m, mmu = self.m, self.mmu
         m.stats.exits["protected write"] += 1
         why = mmu.protected[fault.frame]
@@ -508,7 +511,6 @@ class XenBackend(Backend):
                 self.after_pt_change()
             except Kill as k:
                 m.stop("killed", str(k))
-
 
     def user_site(self, fault) -> None:
         """Guest user code reached a patched site: the patch's first access to
@@ -586,8 +588,6 @@ class XenBackend(Backend):
 
     def port_io(self, arg: int) -> int:
         """physdev afterburn_pio: one access, or a string of them."""
-        from .hypercalls import _read, _write
-
         m = self.m
         port, size, flags, value, count, buf = struct.unpack("<HBBIII", _read(self, arg, 16))
         m.stats.exits["io"] += 1
@@ -622,10 +622,9 @@ class XenBackend(Backend):
     def guest_eip(self) -> int:
         eip = self.m.uc.reg_read(UC_X86_REG_EIP)
         if self.wedge_range[0] <= eip < self.wedge_range[1] and self.read_vcpu("depth"):
-            ret = self.read_vcpu("site_ret")
-            i = bisect.bisect_right(self._site_starts, ret - 1) - 1
-            if i >= 0 and self.sites[i].start < ret <= self.sites[i].end:
-                return self.sites[i].end
+            site = self.site_at(self.read_vcpu("site_ret") - 1)
+            if site is not None:
+                return site.end
         return eip
 
     def vcpu_state(self) -> dict[str, int]:
@@ -654,5 +653,3 @@ class XenBackend(Backend):
                   idt_limit=self.read_vcpu("idt_limit"))  # fmt: skip
         return st
 
-
-assert {f.name for f in VCPU_FIELDS} >= {"seg", "frame", "site_ret"}

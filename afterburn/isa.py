@@ -368,9 +368,45 @@ def pad_before_att(kind: Kind, operands: list[str]) -> bool:
     return pad_before(kind, kind.name in _SS_SHADOW_KINDS and bool(operands) and operands[-1].lower() == "%ss")
 
 
+_LEGACY_PREFIXES = frozenset({0xF0, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65, 0x66, 0x67})
+_SREG_PUSH_POP = frozenset({0x06, 0x07, 0x0E, 0x16, 0x17, 0x1E, 0x1F})
+
+
+def opcode_bytes(raw: bytes) -> bytes:
+    """The instruction's bytes from the opcode on (legacy prefixes skipped)."""
+    i = 0
+    while i < len(raw) and raw[i] in _LEGACY_PREFIXES:
+        i += 1
+    return raw[i:]
+
+
+_SHARED = {X.X86_INS_MOV: "mov", X.X86_INS_PUSH: "push", X.X86_INS_POP: "pop", X.X86_INS_JMP: "jmp",
+           X.X86_INS_CALL: "call"}  # fmt: skip
+
+
+def worth_testing(name: str, raw: bytes) -> bool:
+    """A byte-level filter for the mnemonics shared with ordinary
+    instructions (mov, push, pop, jmp, call): capstone's operand detail
+    costs ~20 us an instruction, and a module has tens of thousands of movs.
+    ``name`` is capstone's mnemonic (without prefixes), ``raw`` the bytes."""
+    if name not in ("mov", "push", "pop", "jmp", "call"):
+        return True
+    op = opcode_bytes(raw)
+    if not op:
+        return False
+    if name == "mov":
+        return op[0] in (0x8C, 0x8E) or (op[0] == 0x0F and len(op) > 1 and 0x20 <= op[1] <= 0x23)
+    if name in ("push", "pop"):
+        return op[0] in _SREG_PUSH_POP or (op[0] == 0x0F and len(op) > 1 and op[1] in (0xA0, 0xA1, 0xA8, 0xA9))
+    return op[0] == 0xFF  # far jmp/call through memory (FF /5, FF /3)
+
+
 def classify(insn) -> Kind | None:
     """The kind of a capstone instruction (decoded with detail on), or None."""
-    for kind in _BY_CS_ID.get(insn.id, ()):
+    kinds = _BY_CS_ID.get(insn.id)
+    if not kinds or (insn.id in _SHARED and not worth_testing(_SHARED[insn.id], bytes(insn.bytes))):
+        return None
+    for kind in kinds:
         if kind.matches_cs(insn):
             return kind
     return None

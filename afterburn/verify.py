@@ -17,7 +17,6 @@ from __future__ import annotations
 import bisect
 from dataclasses import asdict, dataclass, field
 
-from capstone import x86_const as X
 
 from . import decode, isa
 from .elf import I386_PC_RELATIVE, Elf, Section
@@ -54,7 +53,6 @@ class Report:
         return d
 
 
-_BRANCH_GROUPS = {X.X86_GRP_JUMP, X.X86_GRP_CALL, X.X86_GRP_BRANCH_RELATIVE}
 
 
 def _problem(elf: Elf, sec: Section, off: int, check: str, msg: str) -> Problem:
@@ -98,7 +96,8 @@ def _branch_displacement_ends(elf: Elf, sec: Section) -> dict[int, int]:
     """Map: offset of a branch's 4-byte displacement -> end of that branch."""
     out = {}
     for d in decode.sweep(elf, sec, [], []):
-        if d.insn.size >= 5 and set(d.insn.groups) & _BRANCH_GROUPS:
+        b = decode.direct_branch(d.insn.bytes, d.offset + d.insn.size)
+        if b is not None and b[1] == "near":
             out[d.offset + d.insn.size - 4] = d.offset + d.insn.size
     return out
 

@@ -24,6 +24,7 @@ GPR = {"eax": 0, "ecx": 1, "edx": 2, "ebx": 3, "esp": 4, "ebp": 5, "esi": 6, "ed
        "al": 0, "cl": 1, "dl": 2, "bl": 3}  # fmt: skip
 SREG = {"es": 0, "cs": 1, "ss": 2, "ds": 3, "fs": 4, "gs": 5}
 SEG_OVERRIDES = {0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65}
+_OVERRIDE_SREG = {0x26: 0, 0x2E: 1, 0x36: 2, 0x3E: 3, 0x64: 4, 0x65: 5}  # ES CS SS DS FS GS
 
 SYS_OP = {"sldt": 0, "str": 1, "lldt": 2, "ltr": 3, "verr": 4, "verw": 5, "smsw": 6, "lmsw": 7}
 MISC_OP = {"clts": 0, "invd": 1, "wbinvd": 2, "cpuid": 3, "rdmsr": 4, "wrmsr": 5, "rdtsc": 6, "rsm": 7, "hlt": 8}
@@ -71,10 +72,9 @@ def _memcall(insn, ctx: Context, entry: str, desc: int, at: int) -> bytes:
     """``mov ss:[scratch],eax; lea eax,[mem]; call entry; .byte desc``: the
     memory operand's ModRM, SIB and displacement are reused as they are."""
     prefixes = _prefixes(insn)
-    if prefixes & SEG_OVERRIDES:
-        raise Unpatchable("segment override on the memory operand")
     if 0x67 in prefixes:
         raise Unpatchable("16-bit addressing")
+    overrides = prefixes & SEG_OVERRIDES
     start = insn.modrm_offset
     modrm = insn.bytes[start]
     if modrm >> 6 == 3:
@@ -83,7 +83,12 @@ def _memcall(insn, ctx: Context, entry: str, desc: int, at: int) -> bytes:
     lea = bytes([0x8D, modrm & 0xC7]) + bytes(insn.bytes[start + 1 : end])
     save = b"\x36\xa3" + struct.pack("<I", ctx.scratch)
     head = save + lea
-    return head + _call(ctx, entry, at + len(head)) + bytes([desc])
+    if not overrides:
+        return head + _call(ctx, entry, at + len(head)) + bytes([desc])
+    # The override byte made the instruction, so the site, one byte longer:
+    # room for the byte that names the segment (the *_seg entry reads it).
+    sreg = _OVERRIDE_SREG[insn.prefix[1]]  # capstone's segment-prefix slot
+    return head + _call(ctx, f"{entry}_seg", at + len(head)) + bytes([desc, sreg])
 
 
 def _wide16(insn) -> int:

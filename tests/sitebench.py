@@ -30,6 +30,7 @@ GDT = """    .quad 0
     .quad 0x0000820030000017      /* 0x20 LDT at 0x3000, 3 entries */
     .quad 0x0000890031000067      /* 0x28 TSS at 0x3100, available */
     .quad 0x00cf9a000000ffff      /* 0x30 code: a second flat selector */
+    .quad 0x00cf92000100ffff      /* 0x38 data, base 0x100: FS (segment-override forms) */
 """
 
 ERR_VECTORS = {8, 10, 11, 12, 13, 14, 17}
@@ -180,6 +181,8 @@ _start:
     movw %ax, %fs
     movw %ax, %gs
     movw %ax, %ss
+    movw $0x38, %ax
+    movw %ax, %fs
     movl $hstack, %esp
     movl $stubs, %eax             /* IDT: vector v enters stub v, interrupt gate */
     movl $idt, %edi

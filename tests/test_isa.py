@@ -110,7 +110,8 @@ def template_len(name: str, insn) -> int:
     has_mem = any(op.type == X.X86_OP_MEM for op in insn.operands)
     if name in _MEMCALL_KINDS and has_mem:
         m = insn.size - insn.modrm_offset - insn.imm_size  # ModRM + SIB + displacement bytes
-        return isa.SCRATCH_SAVE + isa.LEA_OPCODE + m + isa.CALL + isa.ARG
+        seg = 1 if insn.prefix[1] else 0  # a segment override adds the byte that names it
+        return isa.SCRATCH_SAVE + isa.LEA_OPCODE + m + isa.CALL + isa.ARG + seg
     extra = 0
     if name in ("in", "out") and any(op.type == X.X86_OP_IMM for op in insn.operands):
         extra = 1  # the port number

@@ -100,17 +100,18 @@ def test_rewrite_refuses_bad_inputs(rewritten, corpus_builds, tmp_path):
 
 
 def test_unpatchable_sites_are_listed_and_nothing_is_written(tmp_path):
-    # A segment override on a memory operand has no MEMCALL template (the
-    # wedge would address the wrong segment): both sites must be reported.
-    body = "    lgdt %fs:(%eax)\n    sidt %gs:4(%ebx)\n    EXIT 0\n"
+    # 16-bit addressing in 32-bit code, and string I/O through another
+    # segment, have no template (the wedge would compute the wrong address):
+    # both sites must be reported.
+    body = "    lgdt (%si)\n    rep outsb %fs:(%esi), (%dx)\n    EXIT 0\n"
     kernel = sitebench.build_bench(tmp_path, "k", PRELUDE + body)
     out = tmp_path / "k.xen.elf"
     r = run_afterburn("rewrite", "--backend", "xen", str(kernel), "-o", str(out), "--json")
     assert r.returncode == 1
     report = json.loads(r.stdout)
     assert report["ok"] is False
-    assert [(p["kind"], "segment override" in p["reason"]) for p in report["unpatchable"]] == [("lgdt", True),
-                                                                                             ("sidt", True)]
+    assert [(p["kind"], p["reason"]) for p in report["unpatchable"]] == [
+        ("lgdt", "16-bit addressing"), ("outs", "segment override on string I/O")]
     assert all(p["symbol"].startswith("_start+") for p in report["unpatchable"])
     assert not out.exists()
     r = run_afterburn("rewrite", "--backend", "xen", str(kernel), "-o", str(out))

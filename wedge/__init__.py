@@ -38,6 +38,9 @@ ENTRY_POINTS = (
     "w_far", "w_far_m", "w_lxs", "w_int", "w_int3", "w_into", "w_pushf16", "w_popf16",
 )  # fmt: skip
 
+# MEMCALL entries with a *_seg twin (an instruction with a segment override).
+SEG_ENTRY_POINTS = ("w_sreg_m", "w_dtr", "w_sys_m", "w_lar_m", "w_arpl_m", "w_invlpg", "w_far_m", "w_lxs")
+
 CFLAGS = ["-m32", "-march=i686", "-O2", "-ffreestanding", "-fno-pic", "-fno-pie", "-fno-stack-protector",
           "-fno-asynchronous-unwind-tables", "-fno-builtin", "-fno-strict-aliasing", "-mno-sse", "-mno-mmx",
           "-mno-80387", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter"]  # fmt: skip
@@ -167,7 +170,7 @@ def _load(backend: str, path: Path) -> WedgeImage:
     end = max(a + m for a, _, m in segs)
     if end - WEDGE_BASE > WEDGE_MAX:
         raise AfterburnError(f"the {backend} wedge is {end - WEDGE_BASE} bytes, more than {WEDGE_MAX}")
-    missing = [e for e in ENTRY_POINTS if e not in symbols]
+    missing = [e for e in (*ENTRY_POINTS, *(f"{e}_seg" for e in SEG_ENTRY_POINTS)) if e not in symbols]
     if missing:
         raise AfterburnError(f"the {backend} wedge lacks entry points {missing}")
     return WedgeImage(backend, path, segs, symbols, elf.entry, end)

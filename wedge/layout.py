@@ -69,6 +69,7 @@ VCPU_FIELDS: tuple[Field, ...] = (
     Field("seg_desc", 4, 12, "descriptor cached by each segment register (2 words each), as hardware caches it"),
     Field("eflags_sys", 4, doc="virtual IOPL and NT (real ones stay 0 at CPL 1)"),
     Field("scratch", 4, doc="EAX saved by MEMCALL patches"),
+    Field("memcall_seg", 4, doc="set by a *_seg entry: the MEMCALL site names its segment in one more byte"),
     Field("pending_entry", 4, doc="what sti patches call: w_ret, or w_pending while an interrupt may wait"),
     Field("exit_esp", 4, doc="with exit_ss: the stack `lss` switches to before the final iret"),
     Field("exit_ss", 4),

@@ -94,7 +94,8 @@ class XenBackend(Backend):
         from rewriter.templates import Context
 
         return Context(
-            entries={e: w.sym(e) for e in wedge_pkg.ENTRY_POINTS},
+            entries={e: w.sym(e) for e in (*wedge_pkg.ENTRY_POINTS,
+                                            *(f"{e}_seg" for e in wedge_pkg.SEG_ENTRY_POINTS))},
             scratch=w.vcpu + VOFF["scratch"],
             vif=SHARED_INFO + abi.SHINFO["upcall_mask"], vif_on=0, vif_off=1,
             pending_entry=w.vcpu + VOFF["pending_entry"],

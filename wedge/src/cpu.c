@@ -114,6 +114,22 @@ u32 seg_base(int sreg)
     return desc_base(&vcpu.seg_desc[2 * sreg]);
 }
 
+/* The linear address of a MEMCALL site's memory operand, after its
+ * descriptor byte has been read: EAX holds the operand's offset, and the
+ * segment is DS unless the patch came in through a *_seg entry (the
+ * instruction had a segment override), whose extra byte names it. */
+u32 memcall_addr(struct frame *f)
+{
+    int sreg = DS;
+    if (vcpu.memcall_seg) {
+        vcpu.memcall_seg = 0;
+        sreg = arg8(f);
+        if (sreg > GS)
+            wedge_panic("MEMCALL segment byte out of range");
+    }
+    return f->r.eax + seg_base(sreg);
+}
+
 /* Ring compression, exactly as the hypervisor shadows descriptors
  * (backends/xen: XenBackend._compress): code/data DPL 0 becomes 1 with the
  * accessed bit preset; system descriptors are never loaded natively. */
@@ -432,7 +448,7 @@ void h_sreg_m(struct frame *f)
 {
     u8 d = arg8(f);
     int sreg = d & 7;
-    u32 addr = f->r.eax + seg_base(DS);
+    u32 addr = memcall_addr(f);
     if (d & 8) {
         *(u16 *)addr = (u16)vcpu.seg[sreg];
         f->r.eax = vcpu.scratch;
@@ -470,7 +486,7 @@ void h_lxs(struct frame *f)
 {
     u8 d = arg8(f);
     int sreg = d & 7, reg = (d >> 3) & 7, w16 = d & 64;
-    u32 addr = f->r.eax + seg_base(DS);
+    u32 addr = memcall_addr(f);
     u32 off = w16 ? *(u16 *)addr : *(u32 *)addr;
     u16 sel = *(u16 *)(addr + (w16 ? 2 : 4));
     f->r.eax = vcpu.scratch;
@@ -493,7 +509,7 @@ void h_dtr(struct frame *f)
 {
     u8 d = arg8(f);
     int op = d & 3, w16 = d & 4;
-    u32 addr = f->r.eax + seg_base(DS);
+    u32 addr = memcall_addr(f);
     f->r.eax = vcpu.scratch;
     u32 *base = op & 1 ? &vcpu.idt_base : &vcpu.gdt_base;
     u32 *limit = op & 1 ? &vcpu.idt_limit : &vcpu.gdt_limit;
@@ -602,7 +618,7 @@ void h_sys(struct frame *f)
 void h_sys_m(struct frame *f)
 {
     u8 d = arg8(f);
-    u32 addr = f->r.eax + seg_base(DS);
+    u32 addr = memcall_addr(f);
     f->r.eax = vcpu.scratch;
     vcpu.scratch = f->r.eax;
     sys_op(f, d & 7, 0, 0, addr, 1);
@@ -644,7 +660,7 @@ void h_lar(struct frame *f)
 void h_lar_m(struct frame *f)
 {
     u8 d = arg8(f);
-    u32 addr = f->r.eax + seg_base(DS);
+    u32 addr = memcall_addr(f);
     f->r.eax = vcpu.scratch;
     larlsl(f, d & 1, (d >> 1) & 7, d & 128, *(u16 *)addr);
 }
@@ -670,7 +686,7 @@ void h_arpl(struct frame *f)
 void h_arpl_m(struct frame *f)
 {
     u8 d = arg8(f);
-    u32 addr = f->r.eax + seg_base(DS);
+    u32 addr = memcall_addr(f);
     f->r.eax = vcpu.scratch;
     *(u16 *)addr = arpl(f, *(u16 *)addr, (u16)get_reg(f, (d >> 3) & 7));
 }
@@ -681,7 +697,7 @@ void h_arpl_m(struct frame *f)
 void h_invlpg(struct frame *f)
 {
     (void)arg8(f);
-    u32 addr = f->r.eax + seg_base(DS);
+    u32 addr = memcall_addr(f);
     f->r.eax = vcpu.scratch;
     be_invlpg(addr);
 }

@@ -91,6 +91,28 @@
 	ENTRY w_popf_slow, h_popf,    2		/* w_popf with an interrupt to deliver */
 
 /*
+ * MEMCALL entries for instructions with a segment override: note that one
+ * more argument byte follows the descriptor, then take the normal entry.
+ */
+	.macro SEGENTRY name
+	.globl \name\()_seg
+	.type \name\()_seg, @function
+\name\()_seg:
+	movl $1, %ss:vcpu + VCPU_OFF_MEMCALL_SEG
+	jmp \name
+	.size \name\()_seg, . - \name\()_seg
+	.endm
+
+	SEGENTRY w_sreg_m
+	SEGENTRY w_dtr
+	SEGENTRY w_sys_m
+	SEGENTRY w_lar_m
+	SEGENTRY w_arpl_m
+	SEGENTRY w_invlpg
+	SEGENTRY w_far_m
+	SEGENTRY w_lxs
+
+/*
  * Fast paths for the commonest call sites, 32-bit pushf and popf (Linux's
  * irqsave/irqrestore): a dozen instructions on the guest's stack, no C
  * frame, no segment loads.  Everything the wedge owns is reached through

@@ -355,7 +355,7 @@ void h_far_m(struct frame *f)
 {
     u8 desc = arg8(f);
     int w16 = desc & 2;
-    u32 addr = f->r.eax + seg_base(DS);
+    u32 addr = memcall_addr(f);
     f->r.eax = vcpu.scratch;
     u32 off = w16 ? *(u16 *)addr : *(u32 *)addr;
     u32 sel = *(u16 *)(addr + (w16 ? 2 : 4));

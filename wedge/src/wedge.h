@@ -42,7 +42,9 @@
  *   w_int3, w_into            (no args)
  *
  * MEMCALL sites saved EAX in vcpu.scratch and put the memory operand's
- * offset in EAX before the call.
+ * offset in EAX before the call.  An instruction with a segment override
+ * calls the entry's *_seg twin instead, and one more byte after the
+ * descriptor names the segment (ES CS SS DS FS GS = 0..5).
  */
 #ifndef WEDGE_H
 #define WEDGE_H
@@ -115,6 +117,7 @@ void set_pending_entry(int pending);           /* keep vcpu.pending_entry in ste
 u32 virtual_eflags(u32 real);
 void set_virtual_eflags(u32 value, u32 *real, int can_iopl);
 u32 seg_base(int sreg);
+u32 memcall_addr(struct frame *f);
 int load_segment(int sreg, u32 sel, int for_cs, u32 *err_vec, u32 *err_code);
 u32 real_selector(int sreg);
 int read_descriptor(u32 sel, u32 desc[2]);

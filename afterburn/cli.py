@@ -68,13 +68,106 @@ def _text_assembler(as_flags: list[str]):
 
 
 def cmd_annotate(args) -> int:
-    from .annotate_asm import annotate_text
-    from .fsutil import read_input, same_file, write_atomic
+    from .fsutil import read_input, same_file
 
-    src = args.input
+    if args.out_dir:
+        if args.output:
+            raise AfterburnError("annotate: give either -o (one input) or --out-dir (many), not both")
+        return _annotate_batch(args)
+    if len(args.inputs) != 1 or not args.output:
+        raise AfterburnError("annotate: give -o OUT for one input, or --out-dir DIR for several files or directories")
+    src = args.inputs[0]
     raw = read_input(src)
+    if args.output != "-" and same_file(src, args.output):
+        raise AfterburnError(f"{src}: -o would overwrite the input")
     if raw[:4] == b"\x7fELF":
-        raise AfterburnError(f"{src}: annotating ELF objects is not implemented yet (annotate the assembler source)")
+        return _annotate_object(args, src, raw)
+    return _annotate_text(args, src, raw)
+
+
+def _annotate_object(args, src: str, raw: bytes) -> int:
+    from .annotate_obj import annotate_object
+    from .fsutil import write_atomic
+
+    if args.output == "-":
+        raise AfterburnError("annotate: an object cannot be written to stdout; give -o a file")
+    r = annotate_object(raw, src)
+    write_atomic(args.output, r.data)
+    summary = {
+        "input": src, "output": args.output, "already_annotated": r.already_annotated, "sites": r.site_count,
+        "by_kind": dict(sorted(r.sites.items())), "skipped": [s.to_json() for s in r.skipped],
+        "bytes_added": r.bytes_added, "relaxed_branches": r.relaxed, "messages": r.messages,
+    }  # fmt: skip
+    if args.json:
+        _print_json(summary)
+        return 0
+    for m in r.messages:
+        err.print(f"afterburn: note: {src}: {m}")
+    if r.already_annotated:
+        err.print(f"{src}: already annotated; output is an unchanged copy")
+        return 0
+    if r.skipped:
+        t = Table(title=f"{src}: {len(r.skipped)} site(s) skipped", title_justify="left")
+        for col in ("where", "kind", "reason"):
+            t.add_column(col)
+        for sk in r.skipped:
+            t.add_row(f"{sk.section}+{sk.offset:#x} ({sk.symbol})", sk.kind, sk.reason)
+        err.print(t)
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(r.sites.items(), key=lambda kv: -kv[1]))
+    err.print(f"{src}: {r.site_count} sites ({kinds or 'none'}), {len(r.skipped)} skipped, {r.bytes_added} bytes "
+              f"added, {r.relaxed} branches relaxed -> {args.output}")  # fmt: skip
+    return 0
+
+
+def _annotate_batch(args) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from . import batch
+
+    pairs = batch.collect(args.inputs, args.out_dir)
+    progress = Progress(TextColumn("annotating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.description}"), console=err, disable=args.json or not err.is_terminal)  # fmt: skip
+    with progress:
+        task = progress.add_task("", total=len(pairs))
+        results = batch.run(pairs, args.jobs,
+                            lambda r: progress.update(task, advance=1, description=Path(r.input).name))  # fmt: skip
+    failed = [r for r in results if not r.ok]
+    if args.json:
+        _print_json({"out_dir": args.out_dir, "files": [r.to_json() for r in results],
+                     "totals": _batch_totals(results)})  # fmt: skip
+        return 2 if failed else 0
+    t = Table(title=f"annotated {len(results) - len(failed)} of {len(results)} files into {args.out_dir}",
+              title_justify="left")  # fmt: skip
+    for col in ("file", "sites", "skipped", "bytes added", "time", "notes"):
+        t.add_column(col, justify="right" if col in ("sites", "bytes added", "time") else "left")
+    shown = [r for r in results if r.sites or r.skipped or not r.ok or r.messages] if len(results) > 40 else results
+    for r in shown:
+        reasons: dict[str, int] = {}
+        for sk in r.skipped:
+            reasons[sk["reason"]] = reasons.get(sk["reason"], 0) + 1
+        skipped = "; ".join(f"{n}: {why}" for why, n in reasons.items()) or "-"
+        notes = r.error if not r.ok else "; ".join(r.messages)
+        t.add_row(os.path.relpath(r.output, args.out_dir), str(r.sites), skipped, str(r.bytes_added), f"{r.seconds:.2f} s",
+                  f"[red]{notes}[/red]" if not r.ok else notes)  # fmt: skip
+    out.print(t)
+    tot = _batch_totals(results)
+    if len(shown) < len(results):
+        out.print(f"({len(results) - len(shown)} files with no sensitive instructions not listed)")
+    err.print(f"{tot['files']} files: {tot['sites']} sites, {tot['skipped']} skipped, {tot['bytes_added']} bytes "
+              f"added, {tot['failed']} failed, {tot['seconds']:.1f} s of work")  # fmt: skip
+    return 2 if failed else 0
+
+
+def _batch_totals(results) -> dict:
+    return {"files": len(results), "failed": sum(not r.ok for r in results), "sites": sum(r.sites for r in results),
+            "skipped": sum(len(r.skipped) for r in results), "bytes_added": sum(r.bytes_added for r in results),
+            "seconds": sum(r.seconds for r in results)}  # fmt: skip
+
+
+def _annotate_text(args, src: str, raw: bytes) -> int:
+    from .annotate_asm import annotate_text
+    from .fsutil import write_atomic
+
     try:
         text = raw.decode()
     except UnicodeDecodeError:
@@ -83,8 +176,6 @@ def cmd_annotate(args) -> int:
         raise AfterburnError(f"{src}: not assembler text (contains NUL bytes)")
     if args.output == "-" and args.json:
         raise AfterburnError("annotate: --json and -o - both write to stdout; give -o a file")
-    if args.output != "-" and same_file(src, args.output):
-        raise AfterburnError(f"{src}: -o would overwrite the input")
     assemble = None if args.no_check else _text_assembler(args.as_flag)
     res = annotate_text(text, name=src, assemble=assemble)
     if args.output == "-":
@@ -168,6 +259,8 @@ def cmd_verify(args) -> int:
     from .elf import open_elf
     from .verify import verify
 
+    if args.against:
+        return _verify_against(args)
     elf = open_elf(args.file)
     rep = verify(elf)
     if args.json:
@@ -187,6 +280,36 @@ def cmd_verify(args) -> int:
     err.print(f"{args.file}: {status}: {rep.sites} sites, {rep.excluded} excluded regions, "
               f"{rep.instructions} instructions checked, {len(rep.problems)} problems")  # fmt: skip
     return 0 if rep.ok else 1
+
+
+def _verify_against(args) -> int:
+    from .equiv import check
+    from .fsutil import read_input
+    from .verify import verify
+    from .elf import Elf
+
+    new_raw, old_raw = read_input(args.file), read_input(args.against)
+    rep = check(old_raw, new_raw, args.against, args.file)
+    own = verify(Elf(args.file, raw=new_raw))  # the output must also be a clean annotated object by itself
+    problems = rep.problems + [f"verify: {p.message} at {p.where}" for p in own.problems]
+    if args.json:
+        _print_json({**rep.to_json(), "ok": not problems, "problems": problems, "file": args.file,
+                     "against": args.against})  # fmt: skip
+        return 0 if not problems else 1
+    for n in rep.notes:
+        err.print(f"afterburn: note: {n}")
+    if problems:
+        t = Table(title=f"{args.file} is not equivalent to {args.against}: {len(problems)} problems",
+                  title_justify="left")  # fmt: skip
+        t.add_column("problem")
+        for p in problems:
+            t.add_row(p)
+        out.print(t)
+    status = "EQUIVALENT" if not problems else "NOT EQUIVALENT"
+    err.print(f"{args.file}: {status} to {args.against}: {rep.instructions} instructions, {rep.sites} sites, "
+              f"{rep.relaxed} relaxed branches, {rep.relocations} relocations, {rep.symbols} symbols, "
+              f"{rep.fdes} FDEs checked")  # fmt: skip
+    return 0 if not problems else 1
 
 
 # ---------------------------------------------------------------------------
@@ -251,6 +374,10 @@ def cmd_rewrite(args) -> int:
     backend = get_backend(args.backend)
     if not backend.rewrites:
         raise AfterburnError(f"rewrite: the {backend.name} backend runs images as they are; nothing to rewrite")
+    if args.check:
+        return _rewrite_check(args, backend)
+    if not args.output:
+        raise AfterburnError("rewrite: -o OUT is required (or --check to only test that every site fits)")
     image = load_image(args.kernel)
     if image.backend:
         raise AfterburnError(f"{args.kernel}: already rewritten for {image.backend}; rewrite the original")
@@ -290,6 +417,28 @@ def cmd_rewrite(args) -> int:
         err.print(f"afterburn: warning: {len(new.unrecorded)} sensitive instruction(s) have no site record and "
                   f"stay native; the backend reports each one it reaches as an escape")  # fmt: skip
     return 0
+
+
+def _rewrite_check(args, backend) -> int:
+    from rewriter import check_fit
+
+    from .elf import open_elf
+
+    ok, problems = check_fit(open_elf(args.kernel), backend)
+    rows = [p.to_json() for p in problems]
+    if args.json:
+        _print_json({"file": args.kernel, "backend": backend.name, "fit": ok, "unpatchable": rows})
+        return 1 if problems else 0
+    if problems:
+        t = Table(title=f"{args.kernel}: {len(rows)} site(s) cannot be patched for {backend.name}",
+                  title_justify="left")  # fmt: skip
+        for col in ("address", "kind", "symbol", "reason"):
+            t.add_column(col)
+        for r in rows:
+            t.add_row(f"{r['address']:#x}", r["kind"], r["symbol"], r["reason"])
+        out.print(t)
+    err.print(f"{args.kernel}: {ok} sites fit the {backend.name} patches, {len(problems)} do not")
+    return 1 if problems else 0
 
 
 # ---------------------------------------------------------------------------
@@ -334,9 +483,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"afterburn {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    a = sub.add_parser("annotate", help="pad and record every sensitive instruction in assembler text")
-    a.add_argument("input", help="GNU as AT&T assembler (.s, or .S after cpp)")
-    a.add_argument("-o", "--output", required=True, help="output file ('-' for stdout)")
+    a = sub.add_parser(
+        "annotate", help="pad and record every sensitive instruction (assembler text, .o, .ko, GRUB .mod)",
+        description="Annotate GNU as AT&T text (.s, or .S after cpp) or an ELF32 i386 relocatable object "
+                    "(.o, .ko, .mod): pad every sensitive instruction and record it.  One input: -o OUT.  "
+                    "Many objects or directories: --out-dir D [-j N].",
+    )  # fmt: skip
+    a.add_argument("inputs", nargs="+", metavar="INPUT", help="assembler file, object, or (with --out-dir) directory")
+    a.add_argument("-o", "--output", help="output file ('-' for stdout, assembler only)")
+    a.add_argument("--out-dir", help="batch mode: write each annotated object here")
+    a.add_argument("-j", "--jobs", type=_positive_int, default=1, help="batch mode: parallel processes (1)")
     a.add_argument("--as-flag", action="append", default=[], metavar="FLAG",
                    help="extra flag for the checking assembler run (e.g. -I dir); repeatable")  # fmt: skip
     a.add_argument("--no-check", action="store_true",
@@ -351,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", help="check an annotated object or linked ELF")
     v.add_argument("file")
+    v.add_argument("--against", metavar="INPUT", help="prove FILE (an annotated object) equivalent to INPUT")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_verify)
 
@@ -380,7 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     w.add_argument("kernel", help="annotated multiboot ELF kernel (afterburn cc)")
     w.add_argument("--backend", required=True, help="backend to rewrite for (e.g. xen)")
-    w.add_argument("-o", "--output", required=True, help="output ELF")
+    w.add_argument("-o", "--output", help="output ELF")
+    w.add_argument("--check", action="store_true",
+                   help="only check that every site fits (works on annotated objects and modules too)")
     w.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     w.set_defaults(func=cmd_rewrite)
 

@@ -40,6 +40,33 @@ class RewriteError(AfterburnError):
         self.problems = problems
 
 
+def check_fit(elf, backend) -> tuple[int, list[Problem]]:
+    """Encode every site of an annotated object or kernel for ``backend``
+    without writing anything: (sites that fit, the ones that do not).  This
+    is what ``afterburn rewrite --check`` reports for a module that will be
+    rewritten only after a loader has linked it."""
+    table = read_site_table(elf)
+    if not table.annotated:
+        raise AfterburnError(f"{elf.path}: not annotated (no site table)")
+    ctx = backend.template_context(backend.wedge_image())
+    problems, ok = [], 0
+    for site in table.sites:
+        where = elf.symbolize(site.section, site.offset)
+        original = site.section.data[site.offset : site.offset + site.length]
+        ins_off = site.insn_offset - site.offset
+        insn = decode.decode_one(original, ins_off, site.address + ins_off)
+        if insn is None or isa.classify(insn) is not site.kind:
+            problems.append(Problem(site.address, where, site.kind.name, "the bytes do not decode to the record's kind"))
+            continue
+        try:
+            patch(site.kind, insn, ctx, site.address, site.length, site.flags_live)
+        except Unpatchable as e:
+            problems.append(Problem(site.address, where, site.kind.name, str(e)))
+            continue
+        ok += 1
+    return ok, problems
+
+
 def _segment_at(segments: list[Segment], va: int, length: int) -> tuple[int, int]:
     for i, seg in enumerate(segments):
         if seg.vaddr <= va and va + length <= seg.vaddr + len(seg.data):

@@ -50,14 +50,13 @@ from capstone import CsError
 
 from . import cfi, decode, isa, sitefmt
 from .errors import FormatError
+from .modsig import strip_module_signature
 from .nops import nop_bytes
 from .relobj import (
     PC_RELATIVE, R_386_PC32, SHF_ALLOC, SHF_INFO_LINK, SHT_NOTE, SHT_PROGBITS, SHT_REL, STT_FUNC, STT_NOTYPE,
     STT_OBJECT, STT_SECTION, RelObject, RelSection, Reloc, Symbol,
 )  # fmt: skip
 
-SIG_MAGIC = b"~Module signature appended~\n"
-SIG_INFO = 12  # struct module_signature; its last 4 bytes are the big-endian signature length
 
 INSN, SITE, BRANCH, OPAQUE = "insn", "site", "branch", "opaque"
 _SHORT_JMP, _SHORT_JCC, _LOOP, _NEAR = "jmp8", "jcc8", "loop8", "near"  # decode.direct_branch forms
@@ -208,20 +207,18 @@ class _FrameMap:
     start = insn = inner
 
 
-def strip_signature(raw: bytes) -> tuple[bytes, bool]:
-    if not raw.endswith(SIG_MAGIC) or len(raw) < len(SIG_MAGIC) + SIG_INFO:
-        return raw, False
-    info_at = len(raw) - len(SIG_MAGIC) - SIG_INFO
-    sig_len = struct.unpack_from(">I", raw, info_at + 8)[0]
-    cut = info_at - sig_len
-    if cut < 52:
-        return raw, False
-    return raw[:cut], True
+def strip_signature(raw: bytes, path: str = "<object>") -> tuple[bytes, bool]:
+    """(the object without a module signature trailer, whether it had one)."""
+    try:
+        out = strip_module_signature(raw)
+    except ValueError as e:
+        raise FormatError(f"{path}: bad module signature trailer ({e})") from None
+    return out, len(out) != len(raw)
 
 
 def annotate_object(raw: bytes, path: str = "<object>") -> ObjResult:
     """Annotate one ELF32 i386 relocatable object; returns the new file's bytes."""
-    raw, signed = strip_signature(raw)
+    raw, signed = strip_signature(raw, path)
     obj = RelObject(raw, path)
     if obj.section(sitefmt.NOTE_SECTION) is not None:
         return ObjResult(raw, already_annotated=True)

@@ -7,8 +7,9 @@ plain Python data (sections with their bytes, the symbol table, relocations
 with decoded fields) and writes a new, valid file from it.  LIEF was the
 obvious candidate, but its maintainers describe object-file modification as
 limited, and what is needed here is narrow: ELF32, REL relocations, no
-program headers.  The layout is designed so that ELF64/RELA can follow
-(``bits`` and ``rela`` are carried everywhere they matter).
+program headers.  ELF64/RELA would add the 64-bit struct layouts here and
+explicit addends instead of in-place ones; the annotator above works on
+offsets, addends and targets and would not change (docs/objects.md).
 
 Section indices never change: new sections are appended, and a dropped
 section keeps its header with empty contents, so ``st_shndx``, ``sh_link``,

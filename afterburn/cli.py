@@ -126,7 +126,8 @@ def _annotate_batch(args) -> int:
 
     pairs = batch.collect(args.inputs, args.out_dir)
     progress = Progress(TextColumn("annotating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.description}"), console=err, disable=args.json or not err.is_terminal)  # fmt: skip
+                        TextColumn("{task.description}"), console=err,
+                        disable=args.json or not err.is_terminal)  # fmt: skip
     with progress:
         task = progress.add_task("", total=len(pairs))
         results = batch.run(pairs, args.jobs,
@@ -147,8 +148,8 @@ def _annotate_batch(args) -> int:
             reasons[sk["reason"]] = reasons.get(sk["reason"], 0) + 1
         skipped = "; ".join(f"{n}: {why}" for why, n in reasons.items()) or "-"
         notes = r.error if not r.ok else "; ".join(r.messages)
-        t.add_row(os.path.relpath(r.output, args.out_dir), str(r.sites), skipped, str(r.bytes_added), f"{r.seconds:.2f} s",
-                  f"[red]{notes}[/red]" if not r.ok else notes)  # fmt: skip
+        t.add_row(os.path.relpath(r.output, args.out_dir), str(r.sites), skipped, str(r.bytes_added),
+                  f"{r.seconds:.2f} s", f"[red]{notes}[/red]" if not r.ok else notes)  # fmt: skip
     out.print(t)
     tot = _batch_totals(results)
     if len(shown) < len(results):

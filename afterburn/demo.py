@@ -49,7 +49,8 @@ def main() -> int:
             failures += not ok or not rep.ok or run.divergence is not None
             table.add_row(guest if i == 0 else "", str(rep.sites) if i == 0 else "",
                           ("[green]ok[/green]" if rep.ok else f"[red]{len(rep.problems)}[/red]") if i == 0 else "",
-                          run.backend, short_result(obs), f"[green]{last}[/green]" if ok else f"[red]{last}[/red]", agrees,
+                          run.backend, short_result(obs),
+                          f"[green]{last}[/green]" if ok else f"[red]{last}[/red]", agrees,
                           f"{obs.stats.instructions:,}", f"{obs.stats.wall_s:.2f} s",
                           format_counts(obs.stats.exits, limit=3))  # fmt: skip
         table.add_section()

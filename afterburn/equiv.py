@@ -216,7 +216,8 @@ class _Checker:
                 self.problem(f"{name}+{o:#x}: sensitive {kind.name} has neither a site nor an excluded region")
             old_b = o_data[o : o + size]
             branch = decode.direct_branch(old_b, o + size)
-            reloc_inside = bisect.bisect_right(relocs, o) < len(relocs) and relocs[bisect.bisect_right(relocs, o)] < o + size
+            after = bisect.bisect_right(relocs, o)
+            reloc_inside = after < len(relocs) and relocs[after] < o + size
             if branch is not None and not reloc_inside:
                 new_size, new_target = self._branch_form(n_data, n, old_b, branch)
                 if new_size is None:
@@ -364,7 +365,8 @@ class _Checker:
             target = self.old.sections[rs.target]
             nrs = self.new.rel_section_for(rs.target)
             new_relocs = nrs.relocs if nrs is not None else []
-            if not new_relocs and rs.relocs and target.name.startswith(".debug_") and not self.new.sections[rs.target].data:
+            dropped = target.name.startswith(".debug_") and not self.new.sections[rs.target].data
+            if not new_relocs and rs.relocs and dropped:
                 continue  # dropped debug info
             if len(new_relocs) != len(rs.relocs):
                 self.problem(f"{rs.section.name}: {len(rs.relocs)} relocations became {len(new_relocs)}")

@@ -559,6 +559,7 @@ class _Annotator:
     def _skip_all(self, sec, reason: str) -> None:
         """A section left as it is: one excluded region, and every sensitive
         instruction a plain sweep sees in it listed."""
+        self.result.skipped = [s for s in self.result.skipped if s.index != sec.index]  # listed again below
         self.excluded.append((sec.index, 0, len(sec.data)))
         self._list_sensitive(sec, 0, len(sec.data), f"section left unchanged: {reason}")
 
@@ -614,23 +615,21 @@ class _Annotator:
             sec.size = len(fr.data)
             self.maps[sec.index] = _FrameMap(fr.moved, old_len, len(fr.data))
 
-    def _drop(self, sec, message: str) -> None:
+    def _drop(self, sec, message: str | None = None) -> None:
+        """Empty a section and its relocations (the header stays)."""
         sec.data = bytearray()
         sec.size = 0
         rs = self.obj.rel_section_for(sec.index)
         if rs is not None:
             rs.relocs = []
-        self.result.messages.append(message)
+        if message:
+            self.result.messages.append(message)
 
     def _drop_debug(self) -> None:
         dropped = []
         for sec in self.obj.sections:
             if sec.name.startswith(".debug_") and sec.name != ".debug_frame" and not sec.is_alloc and sec.data:
-                sec.data = bytearray()
-                sec.size = 0
-                rs = self.obj.rel_section_for(sec.index)
-                if rs is not None:
-                    rs.relocs = []
+                self._drop(sec)
                 dropped.append(sec.name)
         if dropped:
             self.result.messages.append(f"dropped DWARF debug info ({', '.join(dropped)}): its code addresses would "

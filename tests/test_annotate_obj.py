@@ -188,8 +188,11 @@ def test_assembler_and_object_annotation_agree(tmp_path, as_assembler):
     assert [ln.split()[0] for ln in code(from_text)] == [ln.split()[0] for ln in code(from_obj)]
 
 
-def test_eh_frame_is_rewritten(tmp_path):
-    """gcc's unwind tables for padded functions still cover them exactly."""
+@pytest.mark.parametrize("flags,section", [(["-fasynchronous-unwind-tables"], ".eh_frame"),
+                                           (["-g", "-fno-asynchronous-unwind-tables"], ".debug_frame")])
+def test_frames_are_rewritten(tmp_path, flags, section):
+    """gcc's unwind tables for padded functions still cover them exactly
+    (other DWARF is dropped, and the result says so)."""
     c = tmp_path / "f.c"
     c.write_text("""
         unsigned long save(void) { unsigned long f; __asm__ volatile("pushfl; popl %0; cli" : "=r"(f)); return f; }
@@ -197,11 +200,13 @@ def test_eh_frame_is_rewritten(tmp_path):
             __asm__ volatile("inb $0x61,%0" : "=a"(v)); s += v; if (s > 1000) break; } return s; }
     """)
     obj = tmp_path / "f.o"
-    subprocess.run(["gcc", "-m32", "-O2", "-fno-pie", "-fasynchronous-unwind-tables", "-c", str(c), "-o", str(obj)],
-                   check=True)  # fmt: skip
+    subprocess.run(["gcc", "-m32", "-O2", "-fno-pie", *flags, "-c", str(c), "-o", str(obj)], check=True)
     res = annotate_object(obj.read_bytes(), str(obj))
     rep = check(obj.read_bytes(), res.data)
     assert rep.ok and rep.fdes == 2, rep.problems
+    assert RelObject(res.data).section(section).data
+    if section == ".debug_frame":
+        assert any("dropped DWARF" in m for m in res.messages) and ".debug_info was dropped" in rep.notes
     out = tmp_path / "f.ann.o"
     out.write_bytes(res.data)
     frames = subprocess.run(["readelf", "--debug-dump=frames", str(out)], capture_output=True, text=True).stdout

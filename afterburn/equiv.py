@@ -255,7 +255,7 @@ class _Checker:
     @staticmethod
     def _kind(data: bytes, off: int, size: int, mnemonic: str) -> isa.Kind | None:
         name = mnemonic.rsplit(" ", 1)[-1]
-        if not isa.worth_testing(name, data[off : off + size]):
+        if name not in decode.candidate_mnemonics(32) or not isa.worth_testing(name, data[off : off + size]):
             return None
         insn = decode.decode_one(data, off, off)
         return isa.classify(insn) if insn is not None else None

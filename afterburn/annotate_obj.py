@@ -49,13 +49,14 @@ from dataclasses import dataclass, field
 from capstone import CsError
 
 from . import cfi, decode, isa, sitefmt
+from .elf import (
+    I386_PC_BASED, R_386_PC32, SHF_ALLOC, SHF_INFO_LINK, SHT_NOTE, SHT_PROGBITS, SHT_REL, STT_FUNC, STT_NOTYPE,
+    STT_OBJECT, STT_SECTION,
+)  # fmt: skip
 from .errors import FormatError
 from .modsig import strip_module_signature
 from .nops import nop_bytes
-from .relobj import (
-    PC_RELATIVE, R_386_PC32, SHF_ALLOC, SHF_INFO_LINK, SHT_NOTE, SHT_PROGBITS, SHT_REL, STT_FUNC, STT_NOTYPE,
-    STT_OBJECT, STT_SECTION, RelObject, RelSection, Reloc, Symbol,
-)  # fmt: skip
+from .relobj import RelObject, RelSection, Reloc, Symbol
 
 
 INSN, SITE, BRANCH, OPAQUE = "insn", "site", "branch", "opaque"
@@ -189,7 +190,7 @@ class SectionMap:
         return self.start(off)
 
 
-class _FrameMap:
+class FrameMap:
     """Old offset -> new offset in a rewritten frame section (per record)."""
 
     def __init__(self, moved: dict[int, int], old_len: int, new_len: int) -> None:
@@ -233,7 +234,7 @@ class _Annotator:
         self.old_data: dict[int, bytes] = {}
         self.excluded: list[tuple[int, int, int]] = []  # (section, old start, old end): no records inside
         self.blobs: list[tuple[int, int, int, str]] = []  # of the section being mapped
-        self.maps: dict[int, SectionMap | _FrameMap] = {}
+        self.maps: dict[int, SectionMap | FrameMap] = {}
         self.md = decode.decoder(32)
         syms = obj.symbols
         self.sym_by_sec: dict[int, list[Symbol]] = {}
@@ -613,7 +614,7 @@ class _Annotator:
                 continue
             sec.data = bytearray(fr.data)
             sec.size = len(fr.data)
-            self.maps[sec.index] = _FrameMap(fr.moved, old_len, len(fr.data))
+            self.maps[sec.index] = FrameMap(fr.moved, old_len, len(fr.data))
 
     def _drop(self, sec, message: str | None = None) -> None:
         """Empty a section and its relocations (the header stays)."""
@@ -659,7 +660,7 @@ class _Annotator:
                 sym = obj.symbols[r.sym]
                 smap = self.maps.get(sym.defined_in) if sym.defined_in is not None else None
                 if smap is not None:
-                    k = self._pc_bias(rs.target, r.offset, old) if r.type in PC_RELATIVE else 0
+                    k = self._pc_bias(rs.target, r.offset, old) if r.type in I386_PC_BASED else 0
                     where = old_values[r.sym] + r.addend + k
                     # A target outside the section (C pointer arithmetic such
                     # as sym - 4096) stays relative to its symbol.

@@ -18,7 +18,7 @@ then drops the section and says so, rather than ship stale unwind data.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 
@@ -122,6 +122,82 @@ def _parse_cie(data: bytes, start: int, end: int, eh: bool) -> _Cie:
 
 
 @dataclass
+class _Raw:
+    """One record as found: where it is, what it is, how to read it."""
+
+    start: int
+    end: int
+    kind: str  # "cie", "fde", or "end" (a zero terminator)
+    cie: _Cie | None = None  # a CIE's own parameters, or those of an FDE's CIE
+    cie_at: int = -1  # FDE: offset of its CIE
+    psize: int = 0  # FDE: size of pc_begin and pc_range
+    program_at: int = 0  # FDE: where its CFA instructions start
+
+
+def _records(data: bytes, eh: bool) -> Iterator[_Raw]:
+    """Every record of a frame section, in order."""
+    cies: dict[int, _Cie] = {}
+    pos = 0
+    while pos + 4 <= len(data):
+        length = struct.unpack_from("<I", data, pos)[0]
+        if length == 0xFFFFFFFF:
+            raise CfiError("64-bit DWARF frame records are not supported")
+        if length == 0:
+            yield _Raw(pos, pos + 4, "end")
+            pos += 4
+            continue
+        end = pos + 4 + length
+        if end > len(data):
+            raise CfiError("frame record runs past the section")
+        cie_id = struct.unpack_from("<I", data, pos + 4)[0]
+        if cie_id == 0 if eh else cie_id == 0xFFFFFFFF:
+            cies[pos] = _parse_cie(data, pos, end, eh)
+            yield _Raw(pos, end, "cie", cies[pos])
+        else:
+            cie_at = (pos + 4 - cie_id) if eh else cie_id
+            cie = cies.get(cie_at)
+            if cie is None:
+                raise CfiError(f"FDE at {pos:#x} names a CIE at {cie_at:#x} that precedes nothing parsed")
+            psize = _pointer_size(cie.fde_enc if eh else 0)
+            p = pos + 8 + 2 * psize
+            if eh and cie.has_z:  # augmentation data (an LSDA pointer, say): kept as it is
+                n, p2 = _uleb(data, p)
+                p = p2 + n
+            yield _Raw(pos, end, "fde", cie, cie_at, psize, p)
+        pos = end
+
+
+_ADVANCE_SIZE = {DW_CFA_advance_loc1: 1, DW_CFA_advance_loc2: 2, DW_CFA_advance_loc4: 4}
+
+
+def _instructions(prog: bytes, caf: int) -> Iterator[tuple[int | None, bytes]]:
+    """(bytes the location advances by, or None; the instruction's bytes)."""
+    pos = 0
+    while pos < len(prog):
+        op = prog[pos]
+        high = op & 0xC0
+        if high == DW_CFA_advance_loc:
+            yield (op & 0x3F) * caf, prog[pos : pos + 1]
+            pos += 1
+            continue
+        if op in _ADVANCE_SIZE:
+            n = _ADVANCE_SIZE[op]
+            yield int.from_bytes(prog[pos + 1 : pos + 1 + n], "little") * caf, prog[pos : pos + 1 + n]
+            pos += 1 + n
+            continue
+        if high in (DW_CFA_offset, DW_CFA_restore):
+            nxt = _skip_operands(prog, pos + 1, _U if high == DW_CFA_offset else "")
+        elif op == DW_CFA_set_loc:
+            raise CfiError("DW_CFA_set_loc is not supported")
+        elif op in _OPERANDS:
+            nxt = _skip_operands(prog, pos + 1, _OPERANDS[op])
+        else:
+            raise CfiError(f"unknown CFA opcode {op:#x}")
+        yield None, prog[pos:nxt]
+        pos = nxt
+
+
+@dataclass
 class FrameRewrite:
     data: bytes
     moved: dict[int, int]  # old record start -> new record start
@@ -138,66 +214,32 @@ def rewrite(data: bytes, eh: bool, fde_start: Callable[[int], tuple[int, int] | 
     ``new_pos(section, old_offset)`` maps a code location."""
     out = bytearray()
     moved: dict[int, int] = {}
-    cies: dict[int, _Cie] = {}
-    new_cie_at: dict[int, int] = {}
     pos = fdes = 0
-    while pos + 4 <= len(data):
-        length = struct.unpack_from("<I", data, pos)[0]
-        if length == 0xFFFFFFFF:
-            raise CfiError("64-bit DWARF frame records are not supported")
-        if length == 0:  # terminator
-            moved[pos] = len(out)
-            out += data[pos : pos + 4]
-            pos += 4
-            continue
-        end = pos + 4 + length
-        if end > len(data):
-            raise CfiError("frame record runs past the section")
-        cie_id = struct.unpack_from("<I", data, pos + 4)[0]
-        is_cie = cie_id == 0 if eh else cie_id == 0xFFFFFFFF
-        moved[pos] = len(out)
-        if is_cie:
-            cies[pos] = _parse_cie(data, pos, end, eh)
-            new_cie_at[pos] = len(out)
-            out += data[pos:end]
-            pos = end
-            continue
-        cie_at = (pos + 4 - cie_id) if eh else cie_id
-        cie = cies.get(cie_at)
-        if cie is None:
-            raise CfiError(f"FDE at {pos:#x} names a CIE at {cie_at:#x} that precedes nothing parsed")
-        out += _rewrite_fde(data, pos, end, cie, eh, fde_start, new_pos, len(out), new_cie_at[cie_at])
-        fdes += 1
-        pos = end
-    if pos != len(data):
-        out += data[pos:]
+    for rec in _records(data, eh):
+        moved[rec.start] = len(out)
+        if rec.kind == "fde":
+            out += _rewrite_fde(data, rec, eh, fde_start, new_pos, len(out), moved[rec.cie_at])
+            fdes += 1
+        else:
+            out += data[rec.start : rec.end]
+        pos = rec.end
+    out += data[pos:]  # fewer than 4 bytes that are no record: kept as they are
     return FrameRewrite(bytes(out), moved, fdes)
 
 
-def _rewrite_fde(data: bytes, start: int, end: int, cie: _Cie, eh: bool, fde_start, new_pos, out_at: int,
-                 new_cie: int) -> bytes:  # fmt: skip
-    enc = cie.fde_enc if eh else 0x00
-    psize = _pointer_size(enc)
-    begin_field = start + 8
-    range_field = begin_field + psize
-    pc_range = int.from_bytes(data[range_field : range_field + psize], "little")
-    pos = range_field + psize
-    if eh and cie.has_z:  # augmentation data (an LSDA pointer, say): kept as it is
-        n, p2 = _uleb(data, pos)
-        pos = p2 + n
-    head = bytearray(data[start + 4 : pos])  # CIE pointer, pc_begin, pc_range, augmentation data
-    if eh:
-        struct.pack_into("<I", head, 0, out_at + 4 - new_cie)
-    else:
-        struct.pack_into("<I", head, 0, new_cie)
-    program = data[pos:end]
+def _rewrite_fde(data: bytes, rec: _Raw, eh: bool, fde_start, new_pos, out_at: int, new_cie: int) -> bytes:
+    psize, begin_field = rec.psize, rec.start + 8
+    pc_range = int.from_bytes(data[begin_field + psize : begin_field + 2 * psize], "little")
+    head = bytearray(data[rec.start + 4 : rec.program_at])  # CIE pointer, pc_begin, pc_range, augmentation data
+    struct.pack_into("<I", head, 0, out_at + 4 - new_cie if eh else new_cie)
+    program = data[rec.program_at : rec.end]
     where = fde_start(begin_field)
     if where is not None:
         section, old_begin = where
         new_begin = new_pos(section, old_begin)
         new_range = new_pos(section, old_begin + pc_range) - new_begin
         head[4 + psize : 4 + 2 * psize] = new_range.to_bytes(psize, "little")
-        program = _rewrite_program(program, cie.caf, old_begin, lambda off: new_pos(section, off))
+        program = _rewrite_program(program, rec.cie.caf, old_begin, lambda off: new_pos(section, off))
     body = bytes(head) + program
     body += bytes(-(len(body) + 4) % 4)  # DW_CFA_nop to the record alignment
     return struct.pack("<I", len(body)) + body
@@ -206,38 +248,17 @@ def _rewrite_fde(data: bytes, start: int, end: int, cie: _Cie, eh: bool, fde_sta
 def _rewrite_program(prog: bytes, caf: int, loc: int, new_pos: Callable[[int], int]) -> bytes:
     out = bytearray()
     new_loc = new_pos(loc)
-    pos = 0
-    while pos < len(prog):
-        op = prog[pos]
-        high = op & 0xC0
-        delta = None
-        if high == DW_CFA_advance_loc:
-            delta, nxt = op & 0x3F, pos + 1
-        elif high in (DW_CFA_offset, DW_CFA_restore):
-            nxt = _skip_operands(prog, pos + 1, _U if high == DW_CFA_offset else "")
-        elif op == DW_CFA_advance_loc1:
-            delta, nxt = prog[pos + 1], pos + 2
-        elif op == DW_CFA_advance_loc2:
-            delta, nxt = struct.unpack_from("<H", prog, pos + 1)[0], pos + 3
-        elif op == DW_CFA_advance_loc4:
-            delta, nxt = struct.unpack_from("<I", prog, pos + 1)[0], pos + 5
-        elif op == DW_CFA_set_loc:
-            raise CfiError("DW_CFA_set_loc is not supported")
-        elif op in _OPERANDS:
-            nxt = _skip_operands(prog, pos + 1, _OPERANDS[op])
-        else:
-            raise CfiError(f"unknown CFA opcode {op:#x}")
-        if delta is None:
-            out += prog[pos:nxt]
-        else:
-            loc += delta * caf
-            target = new_pos(loc)
-            step = target - new_loc
-            if step < 0 or step % caf:
-                raise CfiError("a CFA location moved backwards")
-            out += _advance(step // caf)
-            new_loc = target
-        pos = nxt
+    for advance, op in _instructions(prog, caf):
+        if advance is None:
+            out += op
+            continue
+        loc += advance
+        target = new_pos(loc)
+        step = target - new_loc
+        if step < 0 or step % caf:
+            raise CfiError("a CFA location moved backwards")
+        out += _advance(step // caf)
+        new_loc = target
     return bytes(out)
 
 
@@ -267,64 +288,23 @@ class FrameRecord:
 def parse(data: bytes, eh: bool) -> list[FrameRecord]:
     """Every record of a frame section, FDE programs as (offset, op) pairs."""
     out: list[FrameRecord] = []
-    cies: dict[int, _Cie] = {}
-    pos = 0
-    while pos + 4 <= len(data):
-        length = struct.unpack_from("<I", data, pos)[0]
-        if length == 0xFFFFFFFF:
-            raise CfiError("64-bit DWARF frame records are not supported")
-        end = pos + 4 + length
-        if length == 0:
-            pos += 4
-            continue
-        if end > len(data):
-            raise CfiError("frame record runs past the section")
-        cie_id = struct.unpack_from("<I", data, pos + 4)[0]
-        if cie_id == 0 if eh else cie_id == 0xFFFFFFFF:
-            cies[pos] = _parse_cie(data, pos, end, eh)
-            out.append(FrameRecord(pos, True, data[pos:end]))
-        else:
-            cie_at = (pos + 4 - cie_id) if eh else cie_id
-            cie = cies.get(cie_at)
-            if cie is None:
-                raise CfiError(f"FDE at {pos:#x} names an unknown CIE")
-            psize = _pointer_size(cie.fde_enc if eh else 0)
-            begin = pos + 8
-            pc_range = int.from_bytes(data[begin + psize : begin + 2 * psize], "little")
-            p = begin + 2 * psize
-            if eh and cie.has_z:
-                n, p2 = _uleb(data, p)
-                p = p2 + n
-            out.append(FrameRecord(pos, False, data[pos:end], cie_at, begin, pc_range,
-                                   _program(data[p:end], cie.caf)))  # fmt: skip
-        pos = end
+    for rec in _records(data, eh):
+        if rec.kind == "cie":
+            out.append(FrameRecord(rec.start, True, data[rec.start : rec.end]))
+        elif rec.kind == "fde":
+            begin = rec.start + 8
+            pc_range = int.from_bytes(data[begin + rec.psize : begin + 2 * rec.psize], "little")
+            out.append(FrameRecord(rec.start, False, data[rec.start : rec.end], rec.cie_at, begin, pc_range,
+                                   _program(data[rec.program_at : rec.end], rec.cie.caf)))  # fmt: skip
     return out
 
 
 def _program(prog: bytes, caf: int) -> list[tuple[int, bytes]]:
     out = []
-    loc = pos = 0
-    while pos < len(prog):
-        op = prog[pos]
-        high = op & 0xC0
-        if high == DW_CFA_advance_loc:
-            loc += (op & 0x3F) * caf
-            pos += 1
-            continue
-        if op in (DW_CFA_advance_loc1, DW_CFA_advance_loc2, DW_CFA_advance_loc4):
-            n = {DW_CFA_advance_loc1: 1, DW_CFA_advance_loc2: 2, DW_CFA_advance_loc4: 4}[op]
-            loc += int.from_bytes(prog[pos + 1 : pos + 1 + n], "little") * caf
-            pos += 1 + n
-            continue
-        if high in (DW_CFA_offset, DW_CFA_restore):
-            nxt = _skip_operands(prog, pos + 1, _U if high == DW_CFA_offset else "")
-        elif op == DW_CFA_set_loc:
-            raise CfiError("DW_CFA_set_loc is not supported")
-        elif op in _OPERANDS:
-            nxt = _skip_operands(prog, pos + 1, _OPERANDS[op])
-        else:
-            raise CfiError(f"unknown CFA opcode {op:#x}")
-        if op != DW_CFA_nop:
-            out.append((loc, prog[pos:nxt]))
-        pos = nxt
+    loc = 0
+    for advance, op in _instructions(prog, caf):
+        if advance is not None:
+            loc += advance
+        elif op != bytes([DW_CFA_nop]):
+            out.append((loc, op))
     return out

@@ -387,17 +387,11 @@ def cmd_rewrite(args) -> int:
     try:
         new = rewrite(image, backend)
     except RewriteError as e:
-        rows = [p.to_json() for p in e.problems]
         if args.json:
-            _print_json({"kernel": args.kernel, "backend": backend.name, "ok": False, "unpatchable": rows})
+            _print_json({"kernel": args.kernel, "backend": backend.name, "ok": False,
+                         "unpatchable": [p.to_json() for p in e.problems]})  # fmt: skip
         else:
-            t = Table(title=f"{args.kernel}: {len(rows)} site(s) cannot be patched for {backend.name}",
-                      title_justify="left")  # fmt: skip
-            for col in ("address", "kind", "symbol", "reason"):
-                t.add_column(col)
-            for r in rows:
-                t.add_row(f"{r['address']:#010x}", r["kind"], r["symbol"], r["reason"])
-            out.print(t)
+            _print_unpatchable(args.kernel, backend.name, e.problems)
             err.print(f"afterburn: error: {e}")
         return e.exit_status
     write_image(new, args.output)
@@ -420,24 +414,27 @@ def cmd_rewrite(args) -> int:
     return 0
 
 
+def _print_unpatchable(path: str, backend: str, problems) -> None:
+    t = Table(title=f"{path}: {len(problems)} site(s) cannot be patched for {backend}", title_justify="left")
+    for col in ("address", "kind", "symbol", "reason"):
+        t.add_column(col)
+    for p in problems:
+        t.add_row(f"{p.address:#010x}", p.kind, p.symbol, p.reason)
+    out.print(t)
+
+
 def _rewrite_check(args, backend) -> int:
     from rewriter import check_fit
 
     from .elf import open_elf
 
     ok, problems = check_fit(open_elf(args.kernel), backend)
-    rows = [p.to_json() for p in problems]
     if args.json:
-        _print_json({"file": args.kernel, "backend": backend.name, "fit": ok, "unpatchable": rows})
+        _print_json({"file": args.kernel, "backend": backend.name, "fit": ok,
+                     "unpatchable": [p.to_json() for p in problems]})  # fmt: skip
         return 1 if problems else 0
     if problems:
-        t = Table(title=f"{args.kernel}: {len(rows)} site(s) cannot be patched for {backend.name}",
-                  title_justify="left")  # fmt: skip
-        for col in ("address", "kind", "symbol", "reason"):
-            t.add_column(col)
-        for r in rows:
-            t.add_row(f"{r['address']:#x}", r["kind"], r["symbol"], r["reason"])
-        out.print(t)
+        _print_unpatchable(args.kernel, backend.name, problems)
     err.print(f"{args.kernel}: {ok} sites fit the {backend.name} patches, {len(problems)} do not")
     return 1 if problems else 0
 

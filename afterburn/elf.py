@@ -19,26 +19,30 @@ from elftools.elf.elffile import ELFFile
 from .errors import FormatError
 from .fsutil import read_input
 
-SHF_WRITE = 0x1
-SHF_ALLOC = 0x2
-SHF_EXECINSTR = 0x4
-SHT_PROGBITS = 1
-SHT_NOBITS = 8
+# ELF constants, for this reader and for the object writer (relobj.py).
+SHT_NULL, SHT_PROGBITS, SHT_SYMTAB, SHT_STRTAB, SHT_RELA = 0, 1, 2, 3, 4
+SHT_NOTE, SHT_NOBITS, SHT_REL, SHT_GROUP, SHT_SYMTAB_SHNDX = 7, 8, 9, 17, 18
+SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR, SHF_INFO_LINK = 0x1, 0x2, 0x4, 0x40
+SHN_UNDEF, SHN_LORESERVE, SHN_ABS, SHN_COMMON = 0, 0xFF00, 0xFFF1, 0xFFF2
+STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
+STT_NOTYPE, STT_OBJECT, STT_FUNC, STT_SECTION, STT_FILE = 0, 1, 2, 3, 4
+ET_REL = 1
 
 EM_386 = 3
 EM_X86_64 = 62
 
-R_386_32 = 1
-R_386_PC32 = 2
-R_386_16 = 20
-R_386_PC16 = 21
-R_386_8 = 22
-R_386_PC8 = 23
+R_386_NONE, R_386_32, R_386_PC32, R_386_GOT32, R_386_PLT32, R_386_GOTOFF, R_386_GOTPC = 0, 1, 2, 3, 4, 9, 10
+R_386_16, R_386_PC16, R_386_8, R_386_PC8, R_386_GOT32X = 20, 21, 22, 23, 43
 R_X86_64_PC32 = 2
 
-# Width of the field each i386 relocation patches (for in-place addends).
-_I386_WIDTH = {R_386_32: 4, R_386_PC32: 4, R_386_16: 2, R_386_PC16: 2, R_386_8: 1, R_386_PC8: 1}
+# Width of the field each i386 relocation patches (its addend is in place: REL).
+I386_RELOC_WIDTH = {R_386_32: 4, R_386_PC32: 4, R_386_GOT32: 4, R_386_PLT32: 4, R_386_GOTOFF: 4, R_386_GOTPC: 4,
+                    R_386_GOT32X: 4, R_386_16: 2, R_386_PC16: 2, R_386_8: 1, R_386_PC8: 1}  # fmt: skip
+# S + A - P: the field names the target's address relative to itself.
 I386_PC_RELATIVE = frozenset({R_386_PC32, R_386_PC16, R_386_PC8})
+# Every type measured from the field (PLT32 and GOTPC too), for code that
+# must know where a PC-relative field's target lies.
+I386_PC_BASED = I386_PC_RELATIVE | {R_386_PLT32, R_386_GOTPC}
 
 
 @dataclass
@@ -225,7 +229,7 @@ class Elf:
                     rtype, sym = r_info & 0xFFFFFFFF, r_info >> 32
                 else:
                     rtype, sym = r_info & 0xFF, r_info >> 8
-                width = _I386_WIDTH.get(rtype, 4) if self.bits == 32 else 4
+                width = I386_RELOC_WIDTH.get(rtype, 4) if self.bits == 32 else 4
                 if rela:
                     addend = fields[2]
                 else:

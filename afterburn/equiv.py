@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from capstone import CsError
 
 from . import cfi, decode, isa, sitefmt
-from .annotate_obj import code_blobs, strip_signature
-from .elf import Elf
+from .annotate_obj import FrameMap, code_blobs, strip_signature
 from .errors import FormatError
-from .relobj import PC_RELATIVE, STT_OBJECT, STT_SECTION, RelObject
+from .elf import I386_PC_BASED, STT_OBJECT, STT_SECTION, Elf
+from .relobj import RelObject
 
 EXTRA_SECTIONS = {sitefmt.SECTION, ".rel" + sitefmt.SECTION, sitefmt.NOTE_SECTION}
 MAX_PROBLEMS = 50
@@ -116,7 +116,7 @@ class _Checker:
             raise FormatError(f"{new_path}: not annotated (no site table)")
         self.rep = EquivReport()
         self.maps: dict[int, _Map] = {}
-        self.frame_maps: dict[int, dict[int, int]] = {}
+        self.frame_maps: dict[int, FrameMap] = {}
         self.md = decode.decoder(32)
 
     def problem(self, msg: str) -> None:
@@ -325,7 +325,8 @@ class _Checker:
             if len(a) != len(b):
                 self.problem(f"{sec.name}: {len(a)} records became {len(b)}")
                 continue
-            self.frame_maps[sec.index] = {x.start: y.start for x, y in zip(a, b, strict=True)}
+            self.frame_maps[sec.index] = FrameMap({x.start: y.start for x, y in zip(a, b, strict=True)},
+                                                  len(sec.data), len(new.data))
             old_rel = {r.offset: r for r in self.old.relocs_for(sec.index)}
             for x, y in zip(a, b, strict=True):
                 if x.is_cie != y.is_cie or (x.is_cie and x.raw != y.raw):
@@ -348,14 +349,6 @@ class _Checker:
                 want = [(m.start(begin + loc) - m.start(begin), op) for loc, op in x.program]
                 if want != y.program:
                     self.problem(f"{sec.name}: FDE at {x.start:#x} has CFA instructions at the wrong places")
-
-    def _frame_map(self, idx: int, off: int) -> int | None:
-        fm = self.frame_maps.get(idx)
-        if fm is None:
-            return None
-        starts = sorted(fm)
-        i = bisect.bisect_right(starts, off) - 1
-        return fm[starts[i]] + (off - starts[i]) if i >= 0 else off
 
     # -- relocations ------------------------------------------------------------------------
 
@@ -380,7 +373,7 @@ class _Checker:
                 if tmap is not None:
                     at = tmap.inner(r.offset)
                 elif rs.target in self.frame_maps:
-                    at = self._frame_map(rs.target, r.offset)
+                    at = self.frame_maps[rs.target].inner(r.offset)
                 else:
                     at = r.offset
                 nr = by_offset.get(at)
@@ -399,13 +392,13 @@ class _Checker:
         m = self.maps.get(idx) if idx is not None else None
         if m is None:
             if idx is not None and idx in self.frame_maps:
-                if self._frame_map(idx, osym.value + r.addend) != nsym.value + nr.addend:
+                if self.frame_maps[idx].inner(osym.value + r.addend) != nsym.value + nr.addend:
                     self.problem(f"{where} names a moved frame record wrongly")
             elif nr.addend != r.addend:
                 self.problem(f"{where}: addend {r.addend} became {nr.addend}")
             return
         k = 0
-        if r.type in PC_RELATIVE and self.old.sections[target_idx].is_exec:
+        if r.type in I386_PC_BASED and self.old.sections[target_idx].is_exec:
             o = r.offset
             if (o >= 1 and old_bytes[o - 1] in (0xE8, 0xE9)) or (o >= 2 and old_bytes[o - 2] == 0x0F
                                                                  and 0x80 <= old_bytes[o - 1] <= 0x8F):  # fmt: skip

@@ -20,21 +20,11 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from .elf import (
+    EM_386, ET_REL, I386_RELOC_WIDTH, SHF_ALLOC, SHF_EXECINSTR, SHN_LORESERVE, SHT_NOBITS, SHT_PROGBITS, SHT_REL,
+    SHT_RELA, SHT_STRTAB, SHT_SYMTAB, SHT_SYMTAB_SHNDX, STT_SECTION,
+)  # fmt: skip
 from .errors import FormatError
-
-SHT_NULL, SHT_PROGBITS, SHT_SYMTAB, SHT_STRTAB, SHT_RELA = 0, 1, 2, 3, 4
-SHT_NOTE, SHT_NOBITS, SHT_REL, SHT_GROUP, SHT_SYMTAB_SHNDX = 7, 8, 9, 17, 18
-SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR, SHF_INFO_LINK = 0x1, 0x2, 0x4, 0x40
-SHN_UNDEF, SHN_LORESERVE, SHN_ABS, SHN_COMMON = 0, 0xFF00, 0xFFF1, 0xFFF2
-STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
-STT_NOTYPE, STT_OBJECT, STT_FUNC, STT_SECTION, STT_FILE = 0, 1, 2, 3, 4
-ET_REL, EM_386 = 1, 3
-R_386_NONE, R_386_32, R_386_PC32, R_386_GOT32, R_386_PLT32, R_386_GOTOFF, R_386_GOTPC = 0, 1, 2, 3, 4, 9, 10
-# The field each type patches; the values are addends in place (REL).
-RELOC_WIDTH = {R_386_32: 4, R_386_PC32: 4, R_386_GOT32: 4, R_386_PLT32: 4, R_386_GOTOFF: 4, R_386_GOTPC: 4, 43: 4,
-               20: 2, 21: 2, 22: 1, 23: 1}  # 43 GOT32X; 16/PC16/8/PC8  # fmt: skip
-PC_RELATIVE = frozenset({R_386_PC32, R_386_PLT32, R_386_GOTPC, 21, 23})
-
 
 @dataclass
 class Section:
@@ -92,7 +82,7 @@ class Reloc:
 
     @property
     def width(self) -> int:
-        return RELOC_WIDTH.get(self.type, 4)
+        return I386_RELOC_WIDTH.get(self.type, 4)
 
 
 @dataclass
@@ -181,7 +171,7 @@ class RelObject:
             rtype, sym = r_info & 0xFF, r_info >> 8
             if sym >= len(self.symbols):
                 raise FormatError(f"{self.path}: relocation in {s.name} names symbol {sym}, which does not exist")
-            width = RELOC_WIDTH.get(rtype)
+            width = I386_RELOC_WIDTH.get(rtype)
             if width is None:
                 raise FormatError(f"{self.path}: relocation type {rtype} in {s.name} is not supported")
             if target.type == SHT_NOBITS or r_offset + width > len(target.data):

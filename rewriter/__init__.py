@@ -40,6 +40,18 @@ class RewriteError(AfterburnError):
         self.problems = problems
 
 
+def _encode(site, original: bytes, ctx, where: str) -> bytes | Problem:
+    """The patch for one site (its ``original`` bytes decoded), or why not."""
+    ins_off = site.insn_offset - site.offset
+    insn = decode.decode_one(original, ins_off, site.address + ins_off)
+    if insn is None or isa.classify(insn) is not site.kind:
+        return Problem(site.address, where, site.kind.name, "the bytes do not decode to the record's kind")
+    try:
+        return patch(site.kind, insn, ctx, site.address, site.length, site.flags_live)
+    except Unpatchable as e:
+        return Problem(site.address, where, site.kind.name, str(e))
+
+
 def check_fit(elf, backend) -> tuple[int, list[Problem]]:
     """Encode every site of an annotated object or kernel for ``backend``
     without writing anything: (sites that fit, the ones that do not).  This
@@ -49,22 +61,10 @@ def check_fit(elf, backend) -> tuple[int, list[Problem]]:
     if not table.annotated:
         raise AfterburnError(f"{elf.path}: not annotated (no site table)")
     ctx = backend.template_context(backend.wedge_image())
-    problems, ok = [], 0
-    for site in table.sites:
-        where = elf.symbolize(site.section, site.offset)
-        original = site.section.data[site.offset : site.offset + site.length]
-        ins_off = site.insn_offset - site.offset
-        insn = decode.decode_one(original, ins_off, site.address + ins_off)
-        if insn is None or isa.classify(insn) is not site.kind:
-            problems.append(Problem(site.address, where, site.kind.name, "the bytes do not decode to the record's kind"))
-            continue
-        try:
-            patch(site.kind, insn, ctx, site.address, site.length, site.flags_live)
-        except Unpatchable as e:
-            problems.append(Problem(site.address, where, site.kind.name, str(e)))
-            continue
-        ok += 1
-    return ok, problems
+    results = [_encode(site, site.section.data[site.offset : site.offset + site.length], ctx,
+                       elf.symbolize(site.section, site.offset)) for site in table.sites]  # fmt: skip
+    problems = [r for r in results if isinstance(r, Problem)]
+    return len(results) - len(problems), problems
 
 
 def _segment_at(segments: list[Segment], va: int, length: int) -> tuple[int, int]:
@@ -89,19 +89,13 @@ def rewrite(image: Image, backend) -> Image:
         where = image.elf.symbolize(site.section, site.offset)
         seg, off = _segment_at(image.segments, site.address, site.length)
         original = bytes(data[seg][off : off + site.length])
-        ins_off = site.insn_offset - site.offset
-        insn = decode.decode_one(original, ins_off, site.address + ins_off)
-        if insn is None or isa.classify(insn) is not site.kind:
-            problems.append(Problem(site.address, where, site.kind.name, "the bytes do not decode to the record's kind"))
-            continue
-        try:
-            code = patch(site.kind, insn, ctx, site.address, site.length, site.flags_live)
-        except Unpatchable as e:
-            problems.append(Problem(site.address, where, site.kind.name, str(e)))
+        code = _encode(site, original, ctx, where)
+        if isinstance(code, Problem):
+            problems.append(code)
             continue
         edits.append((seg, off, code))
-        patched.append(PatchedSite(site.address, site.address + site.length, site.address + ins_off, site.kind.name,
-                                   original))  # fmt: skip
+        patched.append(PatchedSite(site.address, site.address + site.length, site.insn_offset + site.section.addr,
+                                   site.kind.name, original))  # fmt: skip
     if problems:
         raise RewriteError(image.path, problems)
     for seg, off, code in edits:

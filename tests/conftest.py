@@ -7,6 +7,8 @@ never a reason to pass.
 """
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -26,6 +28,35 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{name} is required under CI (.ci/run installs it) but is missing")
         pytest.skip(f"{name} not installed")
     return path
+
+
+def require_corpus():
+    """The Debian corpus (corpus/fetch.py): skip without it, fail under CI."""
+    from corpus import fetch
+
+    corpus = fetch.load()
+    if corpus is None:
+        msg = "the Debian corpus is not in the cache (python -m corpus.fetch; AFTERBURN_CORPUS)"
+        if IN_CI:
+            pytest.fail(f"{msg}: required under CI")
+        pytest.skip(msg)
+    return corpus
+
+
+def once_per_session(tmp_path_factory, name: str, compute):
+    """``compute(workdir)``'s JSON-able result, computed once per test
+    session even under pytest-xdist: the first worker to take the lock
+    computes, the others read its JSON."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    result = shared / f"{name}.json"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if result.exists():
+            return json.loads(result.read_text())
+        data = compute(shared / name)
+        result.write_text(json.dumps(data))
+        return data
 
 
 def assemble(text: str, tmp_path: Path, name: str = "t") -> Path:

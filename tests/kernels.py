@@ -113,18 +113,21 @@ SECTIONS {
 """
 
 
-def build_kernel(tmp_path: Path, body: str, name: str = "k") -> Path:
-    src = tmp_path / f"{name}.s"
-    obj = tmp_path / f"{name}.o"
-    elf = tmp_path / f"{name}.elf"
-    src.write_text(PRELUDE + body + '\n    .section .note.GNU-stack,"",@progbits\n')
-    (tmp_path / "link.ld").write_text(LINK)
-    r = subprocess.run(["as", "--32", "-o", str(obj), str(src)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    r = subprocess.run(["ld", "-m", "elf_i386", "-T", str(tmp_path / "link.ld"), "-o", str(elf), str(obj)],
+def link(objs: list[Path], workdir: Path, name: str) -> Path:
+    """Link objects at 1 MiB with :data:`LINK` into ``workdir/name.elf``."""
+    script, elf = workdir / "link.ld", workdir / f"{name}.elf"
+    script.write_text(LINK)
+    r = subprocess.run(["ld", "-m", "elf_i386", "-T", str(script), "-o", str(elf), *map(str, objs)],
                        capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 0, r.stderr
     return elf
+
+
+def build_kernel(tmp_path: Path, body: str, name: str = "k") -> Path:
+    from .conftest import assemble
+
+    return link([assemble(PRELUDE + body + '\n    .section .note.GNU-stack,"",@progbits\n', tmp_path, name)],
+                tmp_path, name)  # fmt: skip
 
 
 def run_kernel(path: Path, backend: str = "bare", **limits):

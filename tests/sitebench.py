@@ -17,8 +17,10 @@ fault in an interesting way (``jmp $0x10,$0x2000`` jumps to a data segment).
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
+
+from tests.conftest import assemble as assemble_text  # the bench assembles like every test
+from tests.kernels import link  # and links like tests/kernels.py
 
 M_DISP = 0x12345678  # displacement of the forms' long memory operand (tests/forms.py M)
 FLAGS_IMAGE = 0x00243ED7  # what popf loads: CF PF AF ZF SF IF DF OF, IOPL 3, AC, ID
@@ -271,35 +273,6 @@ stubs:
 {_stubs()}
     .section .note.GNU-stack,"",@progbits
 """
-
-
-LINK = """ENTRY(_start)
-SECTIONS {
-  . = 0x100000;
-  .text : { *(.multiboot) *(.text) }
-  .data : { *(.data) }
-  .bss : { *(.bss) *(COMMON) }
-}
-"""
-
-
-def assemble_text(text: str, workdir: Path, name: str) -> Path:
-    src, obj = workdir / f"{name}.s", workdir / f"{name}.o"
-    src.write_text(text)
-    r = subprocess.run(["as", "--32", "-o", str(obj), str(src)], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise AssertionError(r.stderr)
-    return obj
-
-
-def link(objs: list[Path], workdir: Path, name: str) -> Path:
-    script, elf = workdir / "link.ld", workdir / f"{name}.elf"
-    script.write_text(LINK)
-    r = subprocess.run(["ld", "-m", "elf_i386", "-T", str(script), "-o", str(elf), *map(str, objs)],
-                       capture_output=True, text=True)  # fmt: skip
-    if r.returncode != 0:
-        raise AssertionError(r.stderr)
-    return elf
 
 
 def annotate(text: str, workdir: Path, name: str) -> str:

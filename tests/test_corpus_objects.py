@@ -21,20 +21,14 @@ from afterburn.verify import verify
 from backends import get_backend
 from corpus import fetch
 from rewriter import check_fit
-from tests.conftest import IN_CI
+from tests.conftest import require_corpus
 
 SAMPLE = Path(__file__).resolve().parent.parent / "corpus" / "linux_sample.txt"
 
 
 @pytest.fixture(scope="module")
 def corpus() -> fetch.Corpus:
-    c = fetch.load()
-    if c is None:
-        msg = "the Debian corpus is not in the cache (python -m corpus.fetch; AFTERBURN_CORPUS)"
-        if IN_CI:
-            pytest.fail(f"{msg}: required under CI")
-        pytest.skip(msg)
-    return c
+    return require_corpus()
 
 
 def _prove(path: Path) -> tuple[int, list[str]]:

@@ -20,10 +20,7 @@ sections where they are used and nowhere else.
 """
 from __future__ import annotations
 
-import fcntl
 import io
-import json
-import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,7 +32,7 @@ from elftools.elf.elffile import ELFFile
 from corpus import fetch
 from corpus import grub_e2e as g
 
-from .conftest import IN_CI, require_tool
+from .conftest import once_per_session, require_corpus, require_tool
 
 # ---------------------------------------------------------------------------
 # Pieces, no QEMU, no corpus
@@ -115,16 +112,6 @@ def test_main_reports_a_bad_overlay_in_one_line(tmp_path, monkeypatch, capsys):
 # Boots
 
 
-def _corpus() -> fetch.Corpus:
-    corpus = fetch.load()
-    if corpus is None:
-        msg = "the Debian corpus is not in the cache (python -m corpus.fetch; AFTERBURN_CORPUS)"
-        if IN_CI:
-            pytest.fail(f"{msg}: required under CI")
-        pytest.skip(msg)
-    return corpus
-
-
 COPIED = ["serial", "iorw", "cpuid", "rdmsr", "pci", "datetime", "video_bochs", "uhci"]
 TRUNCATED = "cmosdump"
 PATCHED = "iorw"
@@ -166,15 +153,9 @@ def boots(tmp_path_factory) -> dict[str, dict]:
     Computed once per test session even under pytest-xdist: the first worker
     to take the lock boots, the others read its JSON."""
     require_tool("qemu-system-i386")
-    corpus = _corpus()
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    result = shared / "grub_e2e_boots.json"
-    with open(shared / "grub_e2e_boots.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if result.exists():
-            return json.loads(result.read_text())
-        work = shared / "grub_e2e"
+    corpus = require_corpus()
+
+    def compute(work: Path) -> dict[str, dict]:
         overlays = _overlays(corpus, work)
         images = {
             name: g.build_image(corpus.grub_mkimage, Path(corpus.grub_modules), g.SCRIPT, g.EMBEDDED,
@@ -187,9 +168,9 @@ def boots(tmp_path_factory) -> dict[str, dict]:
             return name, {"out": out.decode("latin-1"), "status": status, "image": str(images[name])}
 
         with ThreadPoolExecutor(2) as pool:  # two QEMUs at a time: the CI machine has 2 cores
-            data = dict(pool.map(one, images))
-        result.write_text(json.dumps(data))
-        return data
+            return dict(pool.map(one, images))
+
+    return once_per_session(tmp_path_factory, "grub_e2e", compute)
 
 
 MARKERS = re.findall(r"^echo (\[[a-z0-9]+\])", g.SCRIPT, re.MULTILINE)

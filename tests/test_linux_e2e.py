@@ -12,10 +12,7 @@ a bad one and does not confuse "unsigned" with "different".
 """
 from __future__ import annotations
 
-import fcntl
 import gzip
-import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,7 +21,7 @@ import pytest
 from corpus import fetch
 from corpus import linux_e2e as e2e
 
-from .conftest import IN_CI, assemble, require_tool
+from .conftest import assemble, once_per_session, require_corpus, require_tool
 
 # ---------------------------------------------------------------------------
 # Pieces, no QEMU
@@ -174,16 +171,6 @@ BROKEN_TRUNCATED = "ne2k-pci"  # cut in half: insmod must fail
 BROKEN_EDITED = "ib700wdt"  # one .rodata string changed: loads, says something else
 
 
-def _corpus() -> fetch.Corpus:
-    corpus = fetch.load()
-    if corpus is None:
-        msg = "the Debian corpus is not in the cache (python -m corpus.fetch; AFTERBURN_CORPUS)"
-        if IN_CI:
-            pytest.fail(f"{msg}: required under CI")
-        pytest.skip(msg)
-    return corpus
-
-
 def _overlays(corpus: fetch.Corpus, where: Path) -> dict[str, dict[str, Path]]:
     modules = e2e.module_closure(Path(corpus.modules), e2e.DEFAULT_MODULES)
     stripped: dict[str, Path] = {}
@@ -225,15 +212,9 @@ def boots(tmp_path_factory) -> dict[str, dict[str, str]]:
     Computed once per test session even under pytest-xdist: the first worker
     to take the lock boots, the others read its JSON."""
     require_tool("qemu-system-i386")
-    corpus = _corpus()
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    result = shared / "linux_e2e_boots.json"
-    with open(shared / "linux_e2e_boots.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if result.exists():
-            return json.loads(result.read_text())
-        work = shared / "linux_e2e"
+    corpus = require_corpus()
+
+    def compute(work: Path) -> dict[str, dict[str, str]]:
         overlays = _overlays(corpus, work)
 
         def one(name: str) -> tuple[str, dict[str, str]]:
@@ -241,14 +222,14 @@ def boots(tmp_path_factory) -> dict[str, dict[str, str]]:
             return name, {"report": rep, "console": (work / name / "console.txt").read_text()}
 
         with ThreadPoolExecutor(2) as pool:  # two QEMUs at a time: the CI machine has 2 cores
-            data = dict(pool.map(one, overlays))
-        result.write_text(json.dumps(data))
-        return data
+            return dict(pool.map(one, overlays))
+
+    return once_per_session(tmp_path_factory, "linux_e2e", compute)
 
 
 def test_boot_stock_modules_load_probe_and_unload(boots):
     rep = boots["stock"]["report"]
-    corpus = _corpus()
+    corpus = require_corpus()
     for m in e2e.module_closure(Path(corpus.modules), e2e.DEFAULT_MODULES):
         name = m.name[:-3]
         assert f"insmod {name}: ok\n" in rep, rep
@@ -287,7 +268,7 @@ def test_boot_annotated_modules_give_the_identical_report(boots):
     from afterburn.elf import Elf
     from afterburn.sitefmt import read_site_table
 
-    corpus = _corpus()
+    corpus = require_corpus()
     sites = {}
     for m in e2e.module_closure(Path(corpus.modules), e2e.DEFAULT_MODULES):
         from afterburn.annotate_obj import annotate_object

@@ -79,15 +79,17 @@ def _code_bytes(code: bytes) -> str:
     return ", ".join(f"{b:#04x}" for b in code)
 
 
-def _run_copied_code(tmp_path, code: bytes, data: str = ""):
+def _run_copied_code(tmp_path, code: bytes, data: str = "", fixup: str = ""):
     """A kernel that copies ``code`` into a buffer and calls it: code no
-    annotator or rewriter ever saw, as a hostile guest would run it."""
+    annotator or rewriter ever saw, as a hostile guest would run it.
+    ``fixup`` runs between the copy and the call (patching the copy)."""
     body = f"""
     movl $code, %esi
     movl $buf, %edi
     movl $code_end - code, %ecx
     cld
     rep movsb
+    {fixup}
     call buf
     EXIT 0
     .data
@@ -120,26 +122,7 @@ MMU_UPDATE = bytes.fromhex("b801000000" "bb00000000" "b901000000" "31d2" "bef07f
 
 
 def _mmu_update(tmp_path, ptr: int, val: int):
-    body = f"""
-    movl $code, %esi
-    movl $buf, %edi
-    movl $code_end - code, %ecx
-    cld
-    rep movsb
-    movl $req, buf + 6
-    call buf
-    EXIT 0
-    .data
-code: .byte {_code_bytes(MMU_UPDATE)}, 0xc3
-code_end:
-    .align 8
-req: .quad {ptr:#x}, {val:#x}
-    .bss
-buf: .fill 64, 1, 0
-    .text
-"""
-    kernel = sitebench.build_bench(tmp_path, "mmu", PRELUDE + body)
-    return sitebench.run(kernel, "xen", digest_low=False)
+    return _run_copied_code(tmp_path, MMU_UPDATE, f"req: .quad {ptr:#x}, {val:#x}", fixup="movl $req, buf + 6")
 
 
 @pytest.mark.parametrize("frame", [0x4000, 0xFFC00])  # beyond the guest's 32 MiB; the wedge in the hole

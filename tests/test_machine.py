@@ -293,3 +293,66 @@ def test_loader_rejects_what_it_cannot_boot(tmp_path):
                    check=True)  # fmt: skip
     with pytest.raises(FormatError, match="no multiboot"):
         load_image(tmp_path / "plain.elf")
+
+
+PAGE_FAULT_THEN_SPIN = r"""
+    GATE 14, pf, 0x8E
+    movl $pt, %edi                /* identity-map 0..4 MiB, page 0x300 not present */
+    xorl %ecx, %ecx
+1:  movl %ecx, %eax
+    shll $12, %eax
+    orl $3, %eax
+    cmpl $0x300, %ecx
+    jne 2f
+    xorl %eax, %eax
+2:  movl %eax, (%edi,%ecx,4)
+    incl %ecx
+    cmpl $1024, %ecx
+    jne 1b
+    leal 3(%edi), %eax
+    movl %eax, pd
+    movl $pd, %eax
+    movl %eax, %cr3
+    movl %cr0, %eax
+    orl $0x80000000, %eax
+    movl %eax, %cr0
+    movl 0x300123, %eax           /* faults once; the handler maps the page */
+    movl $300000, %ecx            /* more than one slice before CR2 is read again */
+3:  loop 3b
+    movl %cr2, %eax
+    movl %eax, scratch
+    EXIT 0
+pf:
+    movl $0x300003, pt + 0x300*4
+    addl $4, %esp
+    iret
+    .bss
+    .align 4096
+pd: .fill 1024, 4, 0
+pt: .fill 1024, 4, 0
+    .text
+"""
+
+
+def test_cr2_survives_slice_boundaries(tmp_path):
+    """CR2 is what the guest's fault left there, across slices and at the
+    end: Unicorn's end-of-slice translation lookup (at ``until - 1``) must
+    never write it."""
+    k = build_kernel(tmp_path, PAGE_FAULT_THEN_SPIN)
+    obs, m = run_kernel(k)
+    assert obs.ending.code == 0 and obs.stats.slices > 1
+    assert read_u32(m, symbol(k, "scratch")) == 0x300123
+    assert obs.cpu["cr2"] == 0x300123
+
+
+def test_code_at_address_zero_runs(tmp_path):
+    """Slices stop at EIP 0 (the exit address that costs no lookup); a guest
+    that jumps there just carries on."""
+    body = """
+    movl $0x00f4e7, 0             /* out %eax, $0xf4 */
+    movl $7, %eax
+    xorl %ebx, %ebx
+    jmp *%ebx
+"""
+    obs, _ = run_kernel(build_kernel(tmp_path, body))
+    assert (obs.ending.reason, obs.ending.code) == ("exit", 7), obs.ending.describe()

@@ -33,8 +33,9 @@ HYP_PRIVATE = 0xFFF30000  # hypervisor-private (real GDT, LDT shadow): guest rea
 REAL_GDT = HYP_PRIVATE  # 64 KiB: 8192 descriptors
 REAL_LDT = HYP_PRIVATE + 0x10000  # 64 KiB shadow of the guest's current LDT
 # The hole's last page stays empty and readable from every ring: Unicorn
-# looks up the translation block at `until - 1` (0xFFFFFFFF) on every
-# emu_start, and a refused lookup at ring 3 would end the run.
+# looks up the translation block at `until - 1` (0xFFFFFFFF) after an
+# emu_start that began at EIP 0 (backends/pc/machine.py: other slices stop
+# at 0 and are exempt), and a refused lookup would leave a stale fault.
 UNTIL_PAGE = 0xFFFFF000
 
 # Selectors the hypervisor reserves at the top of the real GDT (ring 1 for

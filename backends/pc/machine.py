@@ -350,8 +350,14 @@ class Machine:
         self._halted_in_last_slice = False
         self._ended_early = False
         eip = self.cpu.eip
+        # Unicorn invalidates the translation block at ``until - 1`` after
+        # every emu_start, walking the guest's page tables to find it; a walk
+        # that fails writes CR2, so the guest would read a fault it never
+        # took (0xffffffff for until = 2**32).  Exit address 0 is exempt, so
+        # slices stop at EIP 0 instead, unless they start there.
+        until = 0 if eip else 1 << 32
         try:
-            self.uc.emu_start(eip, 1 << 32, count=budget)
+            self.uc.emu_start(eip, until, count=budget)
         except UcError as e:
             retired = self.counter.retired(budget)
             self._account(retired)
@@ -362,8 +368,16 @@ class Machine:
         self._account(retired)
         if self._stop is None and not self._ended_early and not self.counter.expired(budget):
             # Nothing asked Unicorn to stop and the count did not run out:
-            # the only other way out is hlt (see uc_ext.InsnCounter).
+            # the only other ways out are the until address and hlt (see
+            # uc_ext.InsnCounter).
             eip = self.cpu.eip
+            if eip == until:
+                # Unicorn leaves the block it compiled to stop at 0 in its
+                # cache (it skips exit 0 when cleaning up); drop it, or the
+                # next slice would stop there at once.  The guest is about
+                # to run at 0, so the lookup finds it mapped.
+                self.uc.ctl_remove_cache(0, 1)
+                return
             if bytes(self.uc.mem_read(self._phys(eip - 1), 1))[0] != HLT:
                 raise MachineStop(Ending("error", detail=f"emulation stopped unexpectedly at eip {eip:#x}"))
             self._halted_in_last_slice = True

@@ -30,6 +30,7 @@ ET_REL = 1
 
 EM_386 = 3
 EM_X86_64 = 62
+PT_LOAD, PT_NOTE = 1, 4
 
 R_386_NONE, R_386_32, R_386_PC32, R_386_GOT32, R_386_PLT32, R_386_GOTOFF, R_386_GOTPC = 0, 1, 2, 3, 4, 9, 10
 R_386_16, R_386_PC16, R_386_8, R_386_PC8, R_386_GOT32X = 20, 21, 22, 23, 43
@@ -87,6 +88,25 @@ class Symbol:
     type: str  # STT_FUNC, STT_NOTYPE, STT_OBJECT, STT_SECTION, ...
     bind: str
     shndx: int | str  # section index or 'SHN_UNDEF' / 'SHN_ABS' / 'SHN_COMMON'
+
+
+@dataclass(frozen=True)
+class ProgramHeader:
+    type: int  # PT_LOAD, PT_NOTE, ...
+    offset: int
+    vaddr: int
+    paddr: int
+    filesz: int
+    memsz: int
+    flags: int  # PF_X 1, PF_W 2, PF_R 4
+
+
+@dataclass(frozen=True)
+class Note:
+    section: str
+    name: bytes  # without the terminating NUL
+    type: int
+    desc: bytes
 
 
 @dataclass(frozen=True)
@@ -155,6 +175,53 @@ class Elf:
             if s.is_alloc and s.addr <= addr < s.addr + s.size and s.type != SHT_NOBITS:
                 return s
         return None
+
+    # -- program headers and notes ---------------------------------------------
+
+    @cached_property
+    def header(self) -> dict[str, int]:
+        """The ELF header's fields, by their ELF names (``e_phoff``, ...)."""
+        return {k: v for k, v in self._ef.header.items() if isinstance(v, int)}
+
+    @cached_property
+    def program_headers(self) -> list[ProgramHeader]:
+        """Every program header, each checked to lie inside the file."""
+        out = []
+        try:
+            segments = list(self._ef.iter_segments())
+        except (ELFError, struct.error, ValueError, KeyError) as e:
+            raise FormatError(f"{self.path}: malformed program headers ({e})") from None
+        for i, seg in enumerate(segments):
+            h = seg.header
+            ptype = h["p_type"] if isinstance(h["p_type"], int) else _PT.get(h["p_type"], 0x60000000)
+            if h["p_offset"] + h["p_filesz"] > len(self.raw) or (ptype == PT_LOAD and h["p_filesz"] > h["p_memsz"]):
+                raise FormatError(f"{self.path}: segment {i} is truncated or inconsistent")
+            out.append(ProgramHeader(ptype, h["p_offset"], h["p_vaddr"], h["p_paddr"], h["p_filesz"], h["p_memsz"],
+                                     h["p_flags"]))  # fmt: skip
+        return out
+
+    def segment_data(self, ph: ProgramHeader) -> bytes:
+        return self.raw[ph.offset : ph.offset + ph.filesz]
+
+    @cached_property
+    def notes(self) -> list[Note]:
+        """Every note in every SHT_NOTE section, bounded by its section."""
+        out = []
+        for sec in self.sections:
+            if sec.type != SHT_NOTE:
+                continue
+            data, pos = sec.data, 0
+            while pos + 12 <= len(data):
+                namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
+                name_at = pos + 12
+                desc_at = name_at + ((namesz + 3) & ~3)
+                end = desc_at + ((descsz + 3) & ~3)
+                if desc_at + descsz > len(data):
+                    raise FormatError(f"{self.path}: truncated note in {sec.name}")
+                out.append(Note(sec.name, data[name_at : name_at + namesz].rstrip(b"\0"), ntype,
+                                data[desc_at : desc_at + descsz]))  # fmt: skip
+                pos = end
+        return out
 
     # -- symbols -------------------------------------------------------------
 
@@ -243,6 +310,11 @@ def _read_signed(data: bytes, off: int, width: int, path: str, name: str) -> int
     if off < 0 or off + width > len(data):
         raise FormatError(f"{path}: relocation at {name}+{off:#x} lies outside the section")
     return int.from_bytes(data[off : off + width], "little", signed=True)
+
+
+_PT = {"PT_NULL": 0, "PT_LOAD": 1, "PT_DYNAMIC": 2, "PT_INTERP": 3, "PT_NOTE": 4, "PT_SHLIB": 5, "PT_PHDR": 6,
+       "PT_TLS": 7, "PT_GNU_EH_FRAME": 0x6474E550, "PT_GNU_STACK": 0x6474E551, "PT_GNU_RELRO": 0x6474E552,
+       "PT_GNU_PROPERTY": 0x6474E553}  # fmt: skip
 
 
 def _sh_type(t) -> int:

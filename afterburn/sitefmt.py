@@ -131,22 +131,11 @@ class SiteTable:
 def read_notes(elf: Elf) -> list[tuple[int, int, int]]:
     """(version, record size, isa) for every Afterburn note in the file."""
     out = []
-    for sec in elf.sections:
-        if sec.type != 7:  # SHT_NOTE
-            continue
-        data = sec.data
-        pos = 0
-        while pos + 12 <= len(data):
-            namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
-            pos += 12
-            name = data[pos : pos + namesz]
-            pos += (namesz + 3) & ~3
-            desc = data[pos : pos + descsz]
-            pos += (descsz + 3) & ~3
-            if name.rstrip(b"\0") == NOTE_NAME and ntype == NT_AFTERBURN_FORMAT:
-                if len(desc) < NOTE_DESC.size:
-                    raise FormatError(f"{elf.path}: truncated Afterburn note")
-                out.append(NOTE_DESC.unpack_from(desc))
+    for note in elf.notes:
+        if note.name == NOTE_NAME and note.type == NT_AFTERBURN_FORMAT:
+            if len(note.desc) < NOTE_DESC.size:
+                raise FormatError(f"{elf.path}: truncated Afterburn note")
+            out.append(NOTE_DESC.unpack_from(note.desc))
     return out
 
 

@@ -23,7 +23,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
-    from .pc.loader import Image
+    from afterburn.image import Image
     from .pc.machine import Machine
 
 

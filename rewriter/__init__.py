@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from afterburn import decode, isa
 from afterburn.errors import AfterburnError
 from afterburn.sitefmt import read_site_table
-from backends.pc.loader import Image, PatchedSite, Segment
+from afterburn.image import Image, PatchedSite, Segment
 
 from .templates import Unpatchable, patch
 

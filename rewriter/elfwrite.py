@@ -18,31 +18,15 @@ from __future__ import annotations
 
 import struct
 
-from backends.pc.loader import BACKEND_NOTE_SECTION, NT_AFTERBURN_BACKEND, ORIG_SECTION, Image
-
+from afterburn.elf import (
+    PT_LOAD, PT_NOTE, SHF_ALLOC, SHF_EXECINSTR, SHF_WRITE, SHT_NOBITS, SHT_NOTE, SHT_PROGBITS, SHT_STRTAB,
+)  # fmt: skip
 from afterburn.fsutil import write_atomic
-
-PT_LOAD, PT_NOTE = 1, 4
-SHT_PROGBITS, SHT_NOTE, SHT_NOBITS, SHT_STRTAB = 1, 7, 8, 3
-SHF_WRITE, SHF_ALLOC, SHF_EXEC = 1, 2, 4
+from afterburn.image import BACKEND_NOTE_SECTION, ORIG_SECTION, Image, backend_note, encode_orig
 
 
 def _align(buf: bytearray, n: int) -> None:
     buf += b"\0" * (-len(buf) % n)
-
-
-def orig_blob(image: Image) -> bytes:
-    out = bytearray()
-    for p in image.patched:
-        kind = p.kind.encode()
-        out += struct.pack("<IIIB", p.start, p.end, p.insn, len(kind)) + kind + p.original
-    return bytes(out)
-
-
-def backend_note(name: str) -> bytes:
-    desc = name.encode() + b"\0"
-    desc += b"\0" * (-len(desc) % 4)
-    return struct.pack("<III", 10, len(desc), NT_AFTERBURN_BACKEND) + b"Afterburn\0\0\0" + desc
 
 
 def write_image(image: Image, out_path: str) -> None:
@@ -53,9 +37,9 @@ def write_image(image: Image, out_path: str) -> None:
         if seg.offset < 0:
             raise ValueError("segment without a file offset")
         raw[seg.offset : seg.offset + len(seg.data)] = seg.data
-    e_phoff, = struct.unpack_from("<I", raw, 28)
-    e_shoff, = struct.unpack_from("<I", raw, 32)
-    e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx = struct.unpack_from("<HHHHH", raw, 42)
+    h = elf.header
+    e_phoff, e_shoff, e_phentsize, e_phnum = h["e_phoff"], h["e_shoff"], h["e_phentsize"], h["e_phnum"]
+    e_shentsize, e_shnum, e_shstrndx = h["e_shentsize"], h["e_shnum"], h["e_shstrndx"]
     old_phdrs = [bytes(raw[e_phoff + i * e_phentsize : e_phoff + (i + 1) * e_phentsize]) for i in range(e_phnum)]
     old_shdrs = [bytes(raw[e_shoff + i * e_shentsize : e_shoff + (i + 1) * e_shentsize]) for i in range(e_shnum)]
     shstr = bytearray(elf.sections[e_shstrndx].data) if e_shnum else bytearray(b"\0")
@@ -73,11 +57,11 @@ def write_image(image: Image, out_path: str) -> None:
         new_phdrs.append(struct.pack("<8I", PT_LOAD, off, seg.vaddr, seg.paddr, len(seg.data), seg.memsz, 7, 0x1000))
         sname = f".afterburn.wedge{i}"
         stype = SHT_PROGBITS if seg.data else SHT_NOBITS
-        new_shdrs.append(struct.pack("<10I", name(sname), stype, SHF_ALLOC | SHF_WRITE | SHF_EXEC, seg.vaddr, off,
+        new_shdrs.append(struct.pack("<10I", name(sname), stype, SHF_ALLOC | SHF_WRITE | SHF_EXECINSTR, seg.vaddr, off,
                                      seg.memsz if not seg.data else len(seg.data), 0, 0, 0x1000, 0))  # fmt: skip
     _align(raw, 4)
     off = len(raw)
-    blob = orig_blob(image)
+    blob = encode_orig(image.patched)
     raw += blob
     new_shdrs.append(struct.pack("<10I", name(ORIG_SECTION), SHT_PROGBITS, 0, 0, off, len(blob), 0, 0, 1, 0))
     _align(raw, 4)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 
-from afterburn.elf import Elf
+from afterburn.elf import PT_LOAD, Elf
 from afterburn.errors import AfterburnError
 
 from .layout import WEDGE_BASE, WEDGE_MAX, c_header
@@ -156,16 +156,7 @@ def _compile(backend: str, headers: dict[str, str], sources: list[Path], out_dir
 
 def _load(backend: str, path: Path) -> WedgeImage:
     elf = Elf(path)
-    segs = []
-    import struct
-
-    raw = elf.raw
-    phoff, = struct.unpack_from("<I", raw, 28)
-    phentsize, phnum = struct.unpack_from("<HH", raw, 42)
-    for i in range(phnum):
-        p_type, p_offset, p_vaddr, _, p_filesz, p_memsz, _, _ = struct.unpack_from("<8I", raw, phoff + i * phentsize)
-        if p_type == 1 and p_memsz:
-            segs.append((p_vaddr, raw[p_offset : p_offset + p_filesz], p_memsz))
+    segs = [(ph.vaddr, elf.segment_data(ph), ph.memsz) for ph in elf.program_headers if ph.type == PT_LOAD and ph.memsz]
     symbols = {s.name: s.value for s in elf.symbols if s.name}
     end = max(a + m for a, _, m in segs)
     if end - WEDGE_BASE > WEDGE_MAX:

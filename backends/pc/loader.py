@@ -12,19 +12,17 @@ oracle every guest is compared with.  Only the boot loader name is ours.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from afterburn.elf import EM_386, Elf
+from afterburn.elf import EM_386, PT_LOAD, Elf
 from afterburn.errors import FormatError
+from afterburn.image import Image, Segment, read_rewrite_info
 from wedge.layout import HOLE_BASE
 
 MB1_MAGIC = 0x1BADB002
 MB1_BOOT_MAGIC = 0x2BADB002
 MB_AOUT_KLUDGE = 1 << 16
 MB_SUPPORTED_REQUIRED = 0x7  # page-align modules, memory info, video mode (ignored: no display)
-
-PT_LOAD = 1
 
 # Low-memory layout of what the loader itself places.
 BOOT_GDT = 0x500
@@ -35,50 +33,6 @@ LOADER_NAME_ADDR = 0x9C00
 BOOT_STACK = 0x7C00
 BOOT_CS, BOOT_DS = 0x08, 0x10  # the selectors QEMU's multiboot entry leaves loaded (measured)
 BIOS_HIGH_RESERVED = 0x20000  # SeaBIOS keeps the top 128 KiB of RAM for its tables (measured with -m 32)
-
-
-@dataclass
-class Segment:
-    paddr: int
-    vaddr: int
-    data: bytes
-    memsz: int
-    flags: int  # PF_X 1, PF_W 2, PF_R 4
-    offset: int = -1  # file offset of data, where it came from a file
-
-    @property
-    def end(self) -> int:
-        return self.paddr + self.memsz
-
-
-@dataclass(frozen=True)
-class PatchedSite:
-    """A site the rewriter patched: where, and what was there before."""
-
-    start: int  # virtual address
-    end: int
-    insn: int  # address of the original instruction inside the site
-    kind: str
-    original: bytes  # the site's bytes before patching (instruction and NOPs)
-
-
-@dataclass
-class Image:
-    """A bootable kernel image: what the machine loads."""
-
-    path: str
-    entry: int
-    segments: list[Segment]  # guest RAM
-    elf: Elf
-    mb_flags: int
-    notes: dict[str, str] = field(default_factory=dict)  # {"backend": "xen"} once rewritten
-    hole_segments: list[Segment] = field(default_factory=list)  # the wedge, in the hypervisor hole
-    patched: list[PatchedSite] = field(default_factory=list)
-    unrecorded: list[int] = field(default_factory=list)  # sensitive instructions with no site record
-
-    @property
-    def backend(self) -> str | None:
-        return self.notes.get("backend")
 
 
 def find_multiboot_header(raw: bytes) -> tuple[int, tuple[int, ...]] | None:
@@ -124,64 +78,9 @@ def load_image(path: str | Path) -> Image:
     return image
 
 
-NT_AFTERBURN_BACKEND = 2
-ORIG_SECTION = ".afterburn.orig"
-BACKEND_NOTE_SECTION = ".afterburn.backend"
-
-
-def read_rewrite_info(image: Image) -> None:
-    """What ``afterburn rewrite`` recorded: the backend note and, per patched
-    site, its address range, instruction address, kind and original bytes."""
-    elf = image.elf
-    for sec in elf.sections:
-        if sec.type != 7:
-            continue
-        data, pos = sec.data, 0
-        while pos + 12 <= len(data):
-            namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
-            pos += 12
-            name = data[pos : pos + namesz].rstrip(b"\0")
-            pos += (namesz + 3) & ~3
-            desc = data[pos : pos + descsz]
-            pos += (descsz + 3) & ~3
-            if name == b"Afterburn" and ntype == NT_AFTERBURN_BACKEND:
-                image.notes["backend"] = desc.rstrip(b"\0").decode(errors="replace")
-    orig = elf.section(ORIG_SECTION)
-    if orig is None:
-        return
-    data, pos = orig.data, 0
-    try:
-        while pos < len(data):
-            start, end, insn, kind_len = struct.unpack_from("<IIIB", data, pos)
-            pos += 13
-            kind = data[pos : pos + kind_len].decode()
-            pos += kind_len
-            original = data[pos : pos + (end - start)]
-            pos += end - start
-            image.patched.append(PatchedSite(start, end, insn, kind, original))
-    except (struct.error, UnicodeDecodeError):
-        raise FormatError(f"{image.path}: corrupt {ORIG_SECTION} section") from None
-
-
 def _elf_segments(elf: Elf) -> list[Segment]:
-    out = []
-    raw = elf.raw
-    try:
-        phoff, = struct.unpack_from("<I", raw, 28)
-        phentsize, phnum = struct.unpack_from("<HH", raw, 42)
-    except struct.error:
-        raise FormatError(f"{elf.path}: truncated ELF header") from None
-    for i in range(phnum):
-        off = phoff + i * phentsize
-        if off + 32 > len(raw):
-            raise FormatError(f"{elf.path}: program header {i} lies outside the file")
-        p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_flags, _ = struct.unpack_from("<8I", raw, off)
-        if p_type != PT_LOAD or p_memsz == 0:
-            continue
-        if p_offset + p_filesz > len(raw) or p_filesz > p_memsz:
-            raise FormatError(f"{elf.path}: segment {i} is truncated or inconsistent")
-        out.append(Segment(p_paddr, p_vaddr, raw[p_offset : p_offset + p_filesz], p_memsz, p_flags, p_offset))
-    return out
+    return [Segment(ph.paddr, ph.vaddr, elf.segment_data(ph), ph.memsz, ph.flags, ph.offset)
+            for ph in elf.program_headers if ph.type == PT_LOAD and ph.memsz]  # fmt: skip
 
 
 def gdt_entry(base: int, limit: int, access: int, flags: int) -> bytes:

@@ -1,8 +1,8 @@
 """``make demo``: the main job on the built-in corpus guests.
 
 For each corpus guest, the ``afterburn cc`` build is checked with ``afterburn
-verify``, then ``afterburn diff`` runs it on every backend (``bare`` is the
-reference; the others are rewritten at load time) and compares what a user
+verify``, then ``afterburn diff`` runs it on every backend (the native one is
+the reference; the others are rewritten at load time) and compares what a user
 could see.  One table shows every run; any divergence is shown in detail.
 """
 
@@ -14,13 +14,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from corpus import guest_names
+
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "corpus" / "guests" / "build"
-GUESTS = ("hello", "timer", "paging", "ring3", "portio", "kinds")
+GUESTS = guest_names()
 
 
 def main() -> int:
-    from backends import BACKENDS
+    from backends import backend_names, reference_backend
     from backends.pc.machine import Limits
 
     from .diff import format_counts, short_result, render, run_backends
@@ -28,7 +30,8 @@ def main() -> int:
     from .verify import verify
 
     console = Console(width=max(Console().width, 132))
-    table = Table(title="Afterburn corpus: annotated guests, every backend against bare", title_justify="left")
+    ref = reference_backend()
+    table = Table(title=f"Afterburn corpus: annotated guests, every backend against {ref}", title_justify="left")
     for col in ("guest", "sites", "verify", "backend", "result", "last line", "agrees", "instructions", "wall",
                 "exits"):  # fmt: skip
         table.add_column(col, justify="right" if col in ("sites", "instructions", "wall") else "left",
@@ -40,7 +43,7 @@ def main() -> int:
             console.print(f"[red]{kernel} is missing; run `make guests` first[/red]")
             return 1
         rep = verify(open_elf(kernel))
-        result = run_backends(str(kernel), list(BACKENDS), Limits(max_insns=200_000_000, timeout=300))
+        result = run_backends(str(kernel), backend_names(), Limits(max_insns=200_000_000, timeout=300))
         for i, run in enumerate(result.runs):
             obs = run.observation
             last = obs.serial.decode(errors="replace").rstrip("\n").rsplit("\n", 1)[-1]
@@ -59,7 +62,7 @@ def main() -> int:
     console.print(table)
     for result in diverged:
         render(result, console)
-    console.print("[green]every guest passed and every backend agreed with bare[/green]" if not failures
+    console.print(f"[green]every guest passed and every backend agreed with {ref}[/green]" if not failures
                   else f"[red]{failures} problem(s)[/red]")  # fmt: skip
     return 1 if failures else 0
 

@@ -2,8 +2,8 @@
 
 Each backend runs the same kernel from a fresh machine; the Observations are
 compared with :func:`backends.pc.observation.compare` (timing never counts),
-each against the first backend's, which is the reference (``bare`` unless
-the user orders otherwise).
+each against the first backend's, which is the reference (the native one
+unless the user orders otherwise).
 """
 
 from __future__ import annotations
@@ -57,17 +57,11 @@ class DiffResult:
 
 def run_backends(kernel: str, backends: list[str], limits, cmdline: str | None = None) -> DiffResult:
     """Run ``kernel`` on each backend (the first is the reference)."""
-    from backends import get_backend
-    from backends.pc.loader import load_image
-    from backends.pc.machine import Machine
+    from backends.run import run
 
     result = DiffResult(kernel)
     for name in backends:
-        backend = get_backend(name)
-        image = backend.prepare(load_image(kernel))
-        machine = Machine()
-        machine.load(image, cmdline)
-        obs = machine.run(backend, limits)
+        obs = run(kernel, name, limits=limits, cmdline=cmdline).observation
         div = None if not result.runs else compare(result.reference.observation, obs)
         result.runs.append(BackendRun(name, obs, div))
     return result

@@ -12,6 +12,17 @@ from .xen import XenBackend
 BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (BareBackend, XenBackend)}
 
 
+def reference_backend() -> str:
+    """The backend every other one is compared with: the native one."""
+    return next(name for name, cls in BACKENDS.items() if cls.reference)
+
+
+def backend_names() -> list[str]:
+    """Every registered backend, the reference first."""
+    ref = reference_backend()
+    return [ref] + [name for name in BACKENDS if name != ref]
+
+
 def get_backend(name: str) -> Backend:
     from afterburn.errors import AfterburnError
 

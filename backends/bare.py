@@ -16,6 +16,7 @@ class BareBackend(Backend):
     description = "native: the image runs at CPL0, nothing rewritten"
     guest_cpl = 0
     rewrites = False
+    reference = True
 
     def attach(self, machine) -> None:
         self.m = machine

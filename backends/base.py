@@ -35,6 +35,7 @@ class Backend(ABC):
     description: ClassVar[str]
     guest_cpl: ClassVar[int]  # the ring the guest kernel runs in
     rewrites: ClassVar[bool]  # does the image go through the rewriter and get a wedge?
+    reference: ClassVar[bool] = False  # the native backend the others are compared with
 
     def prepare(self, image: Image) -> Image:
         """The image to load: the image itself (``bare``, ``hvm``, or an image

@@ -1,10 +1,11 @@
-"""bare vs xen, side by side in one run: what pre-virtualization costs per
-kind of site, and on the corpus guests.
+"""Every backend against the native reference, side by side in one run:
+what pre-virtualization costs per kind of site, and on the corpus guests.
 
-Each workload is one annotated kernel; bare runs it natively at CPL 0, xen
-runs it rewritten at CPL 1 through the wedge.  Runs alternate (bare, xen,
-bare, xen, ...) and the medians are compared, because this machine is noisy:
-quote the ratios, not the absolute times.  Instruction counts are exact.
+Each workload is one annotated kernel; the reference runs it natively at
+CPL 0, every other backend runs it its own way (rewritten, deprivileged,
+through the wedge).  Runs alternate (reference, other, ..., reference, ...)
+and the medians are compared, because this machine is noisy: quote the
+ratios, not the absolute times.  Instruction counts are exact.
 
     python benchmarks/bench_backends.py [--rounds 3] [--no-corpus]
 """
@@ -22,6 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests import sitebench  # noqa: E402
 from tests.kernels import PRELUDE  # noqa: E402
+from backends import backend_names  # noqa: E402
+from corpus import guest_names  # noqa: E402
 
 N = 200_000
 LOOPS = {
@@ -32,7 +35,7 @@ LOOPS = {
     "mov %cr0 (wedge)": f"    movl ${N}, %ecx\n1:  movl %cr0, %eax\n    decl %ecx\n    jnz 1b\n    EXIT 0\n",
     "inb $0x61 (hypercall)": f"    movl ${N // 10}, %ecx\n1:  inb $0x61, %al\n    decl %ecx\n    jnz 1b\n    EXIT 0\n",
 }
-GUESTS = ("hello", "timer", "paging", "ring3", "portio", "kinds")
+GUESTS = guest_names()
 
 
 def run(kernel: Path, backend: str):
@@ -45,17 +48,19 @@ def run(kernel: Path, backend: str):
 
 
 def compare(name: str, kernel: Path, rounds: int) -> None:
-    walls: dict[str, list[float]] = {"bare": [], "xen": []}
+    ref, *others = backend_names()
+    walls: dict[str, list[float]] = {b: [] for b in (ref, *others)}
     obs = {}
     for _ in range(rounds):
         for backend in walls:
             obs[backend], wall = run(kernel, backend)
             walls[backend].append(wall)
-    b, x = statistics.median(walls["bare"]), statistics.median(walls["xen"])
-    ob, ox = obs["bare"].stats, obs["xen"].stats
-    hyper = sum(ox.hypercalls.values())
-    print(f"{name:26} {ob.instructions:>12,} {ox.instructions:>12,} {ox.instructions / ob.instructions:6.2f}x "
-          f"{b:8.3f} {x:8.3f} {x / b:6.2f}x {hyper:>9,}")
+    b, ob = statistics.median(walls[ref]), obs[ref].stats
+    for other in others:
+        x, ox = statistics.median(walls[other]), obs[other].stats
+        hyper = sum(ox.hypercalls.values())
+        print(f"{name:26} {other:>8} {ob.instructions:>12,} {ox.instructions:>12,} "
+              f"{ox.instructions / ob.instructions:6.2f}x {b:8.3f} {x:8.3f} {x / b:6.2f}x {hyper:>9,}")
 
 
 def main() -> None:
@@ -63,8 +68,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-corpus", action="store_true")
     args = ap.parse_args()
-    head = (f"{'workload':26} {'insns bare':>12} {'insns xen':>12} {'ratio':>7} {'bare s':>8} {'xen s':>8} "
-            f"{'ratio':>7} {'hypercalls':>9}")  # fmt: skip
+    ref = backend_names()[0]
+    head = (f"{'workload':26} {'backend':>8} {'insns ' + ref:>12} {'insns':>12} {'ratio':>7} {ref + ' s':>8} "
+            f"{'s':>8} {'ratio':>7} {'hypercalls':>9}")  # fmt: skip
     with tempfile.TemporaryDirectory() as d:
         print(f"site kinds, {N:,} iterations (port I/O {N // 10:,}), median of {args.rounds} alternating runs")
         print(head)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from corpus import guest_names
+
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("AFTERBURN_CI") == "1"
 
@@ -87,7 +89,7 @@ def as_assembler(tmp_path):
     return _assemble
 
 
-GUESTS = ("hello", "timer", "paging", "ring3", "portio", "kinds")
+GUESTS = guest_names()
 AFTERBURN_CC = f"{sys.executable} -m afterburn.cli cc"
 
 

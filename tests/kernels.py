@@ -130,16 +130,14 @@ def build_kernel(tmp_path: Path, body: str, name: str = "k") -> Path:
                 tmp_path, name)  # fmt: skip
 
 
-def run_kernel(path: Path, backend: str = "bare", **limits):
-    """Run in-process; returns (observation, machine)."""
-    from backends import get_backend
-    from backends.pc.loader import load_image
-    from backends.pc.machine import Limits, Machine
+def run_kernel(path: Path, backend: str | None = None, **limits):
+    """Run in-process (on the reference backend by default); returns
+    (observation, machine)."""
+    from backends.pc.machine import Limits
+    from backends.run import run
 
-    machine = Machine()
-    machine.load(load_image(path))
-    obs = machine.run(get_backend(backend), Limits(**{"max_insns": 5_000_000, "timeout": 30, **limits}))
-    return obs, machine
+    r = run(path, backend, limits=Limits(**{"max_insns": 5_000_000, "timeout": 30, **limits}))
+    return r.observation, r.machine
 
 
 def read_u32(machine, symbol_addr: int, index: int = 0) -> int:

@@ -295,13 +295,8 @@ def build_bench(workdir: Path, name: str, text: str) -> Path:
 
 def run(kernel: Path, backend: str, digest_low: bool = True, max_insns: int = 2_000_000):
     """Run in-process with low memory (landing pads, LDT, TSS) digested too."""
-    from backends import get_backend
-    from backends.pc.loader import load_image
-    from backends.pc.machine import Limits, Machine
+    from backends.pc.machine import Limits
+    from backends.run import run as run_kernel
 
-    be = get_backend(backend)
-    machine = Machine()
-    machine.load(be.prepare(load_image(kernel)))
-    if digest_low:
-        machine.digest("0x1000:0x3000")
-    return machine.run(be, Limits(max_insns=max_insns, timeout=120))
+    digests = ["0x1000:0x3000"] if digest_low else []
+    return run_kernel(kernel, backend, limits=Limits(max_insns=max_insns, timeout=120), digests=digests).observation

@@ -65,15 +65,12 @@ BODY = """
 def test_python_reads_what_the_running_wedge_wrote(tmp_path):
     """Python reads the vCPU through layout.py's offsets while the wedge
     writes it through vcpu.h: the values must make sense together."""
-    from backends import get_backend
-    from backends.pc.loader import load_image
-    from backends.pc.machine import Limits, Machine
+    from backends.pc.machine import Limits
+    from backends.run import run
 
     kernel = sitebench.build_bench(tmp_path, "k", PRELUDE + BODY)
-    be = get_backend("xen")
-    m = Machine()
-    m.load(be.prepare(load_image(kernel)))
-    obs = m.run(be, Limits(max_insns=1_000_000))
+    r = run(kernel, "xen", limits=Limits(max_insns=1_000_000))
+    obs, be = r.observation, r.backend
     assert obs.serial == b"xxx"
     assert be.read_vcpu("magic") == VCPU_MAGIC
     assert be.read_vcpu("cr0") == 0x11

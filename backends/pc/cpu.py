@@ -133,6 +133,22 @@ class Cpu:
             return None
         return Descriptor.parse(self.read(base + index, 8))
 
+    def _descriptor_words(self, *selectors: int | None) -> list[tuple[int, int]]:
+        """(linear address, value) of the high word of each selector's descriptor."""
+        out = []
+        for sel in selectors:
+            if sel is None or not sel & ~3:
+                continue
+            reg = UC_X86_REG_LDTR if sel & 4 else UC_X86_REG_GDTR
+            _, base, limit, _ = self.uc.reg_read(reg)
+            if (sel & ~7) + 7 <= limit:
+                addr = base + (sel & ~7) + 4
+                try:
+                    out.append((addr, struct.unpack("<I", self.read(addr, 4))[0]))
+                except PageFault:
+                    pass
+        return out
+
     def tss_stack(self, ring: int) -> tuple[int, int]:
         """(esp, ss) for ``ring`` from the current 32-bit TSS."""
         _, base, limit, _ = self.uc.reg_read(UC_X86_REG_TR)
@@ -223,6 +239,9 @@ class Cpu:
             self.write(esp, struct.pack(f"<{len(frame)}I", *reversed(frame)))
         except PageFault as pf:
             raise Fault(14, 2, pf.addr) from None  # supervisor write, page not present
+        # Loading the registers from the host sets the descriptors' accessed
+        # bits in the guest's table; QEMU's interrupt delivery does not.
+        kept = self._descriptor_words(sel, ss if new_cpl != cpl else None)
         try:
             if new_cpl != cpl:
                 load_cs_ss(uc, self.ctx, (sel & ~3) | new_cpl, ss)
@@ -230,6 +249,8 @@ class Cpu:
                 uc.reg_write(UC_X86_REG_CS, (sel & ~3) | new_cpl)
         except UcError:
             raise Fault(13, (sel & ~3) + ext) from None
+        for addr, word in kept:
+            self.write(addr, struct.pack("<I", word))
         uc.reg_write(UC_X86_REG_ESP, esp)
         uc.reg_write(UC_X86_REG_EIP, offset)
         eflags &= ~(TF | NT | RF | VM)

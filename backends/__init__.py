@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from .bare import BareBackend
 from .base import Backend
-from .xen import XenBackend
+from .xen import XenBackend, XenRing3
 
-BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (BareBackend, XenBackend)}
+BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (BareBackend, XenBackend, XenRing3)}
 
 
 def reference_backend() -> str:

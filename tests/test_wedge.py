@@ -8,13 +8,14 @@ import pytest
 
 import wedge
 from afterburn.elf import Elf
-from wedge.layout import VCPU_FIELDS, VCPU_MAGIC, c_header, vcpu_offsets
+from backends import get_backend
+from wedge.layout import SHARED_INFO, VCPU_FIELDS, VCPU_MAGIC, WedgeConfig, c_header, vcpu_offsets
 from tests import sitebench
 from tests.kernels import PRELUDE
 
 
 def test_vcpu_symbol_has_the_layout_size():
-    w = wedge.build("xen")
+    w = get_backend("xen").wedge_image()
     sym = next(s for s in Elf(w.path).symbols if s.name == "vcpu")
     assert sym.size == vcpu_offsets()["__size__"]
 
@@ -22,13 +23,13 @@ def test_vcpu_symbol_has_the_layout_size():
 def test_layout_asserts_catch_a_c_struct_that_disagrees(tmp_path):
     """vcpu.h asserts every offset; a C layout that differs from
     layout.py (here: a field widened by hand) does not compile."""
-    header = c_header()
+    header = c_header(WedgeConfig(1, SHARED_INFO, 0, 1))
     bad = header.replace("uint32_t cr2;", "uint64_t cr2;")
     assert bad != header
     probe = tmp_path / "probe.c"
     for text, ok in ((header, True), (bad, False)):
-        (tmp_path / "vcpu.h").write_text(text)
-        probe.write_text('#include "vcpu.h"\nstruct vcpu v;\n')
+        (tmp_path / "wedge_abi.h").write_text(text)
+        probe.write_text('#include "wedge_abi.h"\nstruct vcpu v;\n')
         r = subprocess.run(["gcc", "-m32", "-ffreestanding", "-c", str(probe), "-o", str(tmp_path / "p.o")],
                            capture_output=True, text=True)  # fmt: skip
         assert (r.returncode == 0) == ok, r.stderr
@@ -90,4 +91,4 @@ def test_unknown_wedge_layer_is_an_error(backend):
     from afterburn.errors import AfterburnError
 
     with pytest.raises(AfterburnError):
-        wedge.build(backend)
+        wedge.build(backend, WedgeConfig(1, SHARED_INFO, 0, 1))

@@ -20,13 +20,12 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from importlib import import_module
 from pathlib import Path
 
 from afterburn.elf import PT_LOAD, Elf
 from afterburn.errors import AfterburnError
 
-from .layout import WEDGE_BASE, WEDGE_MAX, c_header
+from .layout import WEDGE_BASE, WEDGE_MAX, WedgeConfig, c_header
 
 SRC = Path(__file__).resolve().parent
 
@@ -78,13 +77,6 @@ class WedgeImage:
         return self.sym("vcpu")
 
 
-def _generated_headers(backend: str) -> dict[str, str]:
-    headers = {"vcpu.h": c_header()}
-    abi = import_module(f"backends.{backend}.abi")
-    headers[f"{backend}_abi.h"] = abi.c_header()
-    return headers
-
-
 def _sources(backend: str) -> list[Path]:
     return sorted((SRC / "src").glob("*.[cS]")) + sorted((SRC / backend).glob("*.[cS]"))
 
@@ -100,11 +92,20 @@ def _gcc() -> str:
     return os.environ.get("AFTERBURN_WEDGE_CC", "gcc")
 
 
-def build(backend: str) -> WedgeImage:
-    """The wedge for ``backend`` (a directory next to src/), built if needed."""
+_BUILT: dict[tuple, WedgeImage] = {}
+
+
+def build(backend: str, cfg: WedgeConfig, headers: dict[str, str] | None = None) -> WedgeImage:
+    """The wedge for a backend layer (a directory next to src/), built if
+    needed, once per process: the frontend, the layer's ``be_*`` primitives,
+    ``wedge_abi.h`` generated for ``cfg``, and the backend's own generated
+    ``headers`` (name -> text)."""
+    headers = {"wedge_abi.h": c_header(cfg), **(headers or {})}
+    key = (backend, cfg, tuple(sorted(headers.items())))
+    if key in _BUILT:
+        return _BUILT[key]
     if not (SRC / backend).is_dir():
         raise AfterburnError(f"no wedge layer for backend {backend!r}")
-    headers = _generated_headers(backend)
     sources = _sources(backend)
     h = hashlib.sha256()
     for p in sources + sorted((SRC / "src").glob("*.h")) + sorted((SRC / backend).glob("*.h")):
@@ -116,11 +117,12 @@ def build(backend: str) -> WedgeImage:
         h.update(subprocess.run([_gcc(), "--version"], capture_output=True, check=True).stdout)
     except (OSError, subprocess.CalledProcessError):
         raise AfterburnError(f"cannot run {_gcc()} to build the wedge") from None
-    out_dir = _cache_root() / f"{backend}-{h.hexdigest()[:16]}"
+    out_dir = _cache_root() / f"{backend}-ring{cfg.ring}-{h.hexdigest()[:16]}"
     elf_path = out_dir / f"wedge-{backend}.elf"
     if not elf_path.exists():
         _compile(backend, headers, sources, out_dir, elf_path)
-    return _load(backend, elf_path)
+    _BUILT[key] = _load(backend, elf_path)
+    return _BUILT[key]
 
 
 def _compile(backend: str, headers: dict[str, str], sources: list[Path], out_dir: Path, elf_path: Path) -> None:

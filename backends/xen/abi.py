@@ -6,12 +6,14 @@ failure).  Numbers and structure layouts are Xen's where Xen has the call;
 where a pre-virtualized guest needs something a Xen PV guest does not (port
 I/O through the hypervisor, an 8259 acknowledge, turning paging on and off),
 the call is an Afterburn extension in a sub-op range Xen does not use, and
-is marked so here.  This file is the single definition; :func:`c_header`
-generates ``xen_abi.h`` for the wedge.
+is marked so here.  This file is the single definition of Xen's part;
+:func:`c_header` generates ``xen_abi.h`` for the wedge.  What every backend
+shares with its wedge (``struct pio``, the start info's first words, the
+trap frame) is in ``wedge/layout.py``.
 """
 from __future__ import annotations
 
-from wedge.layout import SHARED_INFO, START_INFO
+from wedge.layout import SHARED_INFO, START_INFO_WORDS
 
 HYPERCALL_VECTOR = 0x82
 
@@ -27,6 +29,7 @@ HC = {
     "set_timer_op": 15,
     "xen_version": 17,
     "console_io": 18,
+    "iret": 23,  # x86-64 PV's iret; here: arg -> struct uframe (wedge/layout.py)
     "mmuext_op": 26,
     "sched_op": 29,
     "event_channel_op": 32,
@@ -60,13 +63,12 @@ TIMER_PORT = 2  # VIRQ_TIMER: set_timer_op deadlines
 
 # physdev_op: Afterburn extensions (Xen's own ops are below 0x100)
 PHYSDEVOP = {
-    "afterburn_pio": 0x100,  # arg -> struct pio: u16 port, u8 size, u8 flags, u32 value, u32 count, u32 buf
+    "afterburn_pio": 0x100,  # arg -> struct pio (wedge/layout.py)
     "afterburn_inta": 0x101,  # returns the vector the 8259 acknowledges, or -1
     "afterburn_rdmsr": 0x102,  # arg -> struct msr: u32 index, u32 lo, u32 hi
     "afterburn_wrmsr": 0x103,
     "afterburn_sti": 0x104,  # sti found an interrupt pending: deliver it after the next instruction
 }
-PIO_IN, PIO_STRING, PIO_REP_BACKWARD = 1, 2, 4  # struct pio flags
 
 # Errors (negative in EAX)
 EPERM, ENOENT, EFAULT, EINVAL, ENOSYS = 1, 2, 14, 22, 38
@@ -84,13 +86,8 @@ SHINFO = {
     "afterburn_vector": 3840,  # u32[16]: vector of the event on each port (extension)
 }
 
-# start_info: what the hypervisor hands the wedge at boot (ESI points here):
-# u32 words.  After the magic come the generic boot parameters in the order
-# of the frontend's SI_* fields (wedge/src/boot.c), then Xen's own.
-STARTINFO_MAGIC = 0x41465458  # 'AFTX'
-STARTINFO_WORDS = ("magic", "entry", "eax", "ebx", "gdt_base", "gdt_limit", "cs", "ds", "esp", "sites", "nsites",
-                   "nr_pages", "shared_info")  # fmt: skip
-STARTINFO = {name: 4 * i for i, name in enumerate(STARTINFO_WORDS)}
+# start info: Xen's words after the generic ones (wedge/layout.py).
+STARTINFO_XEN_WORDS = ("nr_pages", "shared_info")
 
 
 def c_header() -> str:
@@ -100,13 +97,11 @@ def c_header() -> str:
     lines += [f"#define MMUEXT_{k.upper()} {v}" for k, v in MMUEXT.items()]
     lines += [f"#define PHYSDEVOP_{k.upper()} {v}" for k, v in PHYSDEVOP.items()]
     lines += [f"#define SHINFO_{k.upper()} {v}" for k, v in SHINFO.items()]
-    lines += [f"#define STARTINFO_OFF_{k.upper()} {v}" for k, v in STARTINFO.items()]
+    lines += [f"#define SI_{k.upper()} {len(START_INFO_WORDS) + i}" for i, k in enumerate(STARTINFO_XEN_WORDS)]
     for name in ("SCHEDOP_yield", "SCHEDOP_block", "SCHEDOP_shutdown", "SHUTDOWN_poweroff", "SHUTDOWN_crash",
-                 "CONSOLEIO_write", "EVTCHNOP_bind_pirq", "EVTCHNOP_unmask", "PIC_PORT", "TIMER_PORT", "PIO_IN",
-                 "PIO_STRING", "PIO_REP_BACKWARD", "STARTINFO_MAGIC"):  # fmt: skip
+                 "CONSOLEIO_write", "EVTCHNOP_bind_pirq", "EVTCHNOP_unmask", "PIC_PORT", "TIMER_PORT"):  # fmt: skip
         lines.append(f"#define {name.upper()} {globals()[name]}")
     # No "u" suffix: entry.S uses these too, and gas has no integer suffixes.
     lines.append(f"#define XEN_SHARED_INFO 0x{SHARED_INFO:08x}")
-    lines.append(f"#define XEN_START_INFO 0x{START_INFO:08x}")
     lines += ["", "#endif", ""]
     return "\n".join(lines)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import struct
 
+from ..wedged import Kill
 from . import abi
 
-# handler(backend, ebx, ecx, edx, esi, edi) -> eax
+# handler(backend, ebx, ecx, edx, esi, edi) -> eax (None: the call replaced the whole context)
 HANDLERS = {}
 
 
@@ -24,20 +25,12 @@ def handler(name: str):
     return register
 
 
-class Kill(Exception):
-    """The guest did something a hypervisor cannot allow."""
-
-
 def _read(b, va: int, size: int) -> bytes:
-    data = b.mmu.read(va, size)
-    if data is None:
-        raise Kill(f"hypercall argument at {va:#x} is not mapped")
-    return data
+    return b.guest_read(va, size)
 
 
 def _write(b, va: int, data: bytes) -> None:
-    if not b.mmu.write(va, data):
-        raise Kill(f"hypercall result at {va:#x} is not writable")
+    b.guest_write(va, data)
 
 
 @handler("set_trap_table")
@@ -69,14 +62,12 @@ def set_gdt(b, base, entries, *_):
     # Afterburn's set_gdt takes the guest's linear address (Xen's takes frames).
     if entries == 0 or entries > b.gdt_capacity():
         return -abi.EINVAL
-    return b.shadow_gdt(base, entries)
+    return 0 if b.descriptors.shadow_gdt(base, entries) else -abi.EFAULT
 
 
 @handler("stack_switch")
 def stack_switch(b, ss, esp, *_):
-    if (ss & 3) == 0 and ss:
-        ss |= 1
-    b.kernel_stack = (ss & 0xFFFF, esp)
+    b.stack = ((ss & 0xFFFF) | b.guest_cpl if ss & ~3 else 0, esp)
     return 0
 
 
@@ -84,7 +75,7 @@ def stack_switch(b, ss, esp, *_):
 def update_descriptor(b, linear, *_):
     """Afterburn's form: re-shadow the GDT or LDT entry at this linear
     address from what the guest's own table now holds."""
-    if not b.reshadow_entry(linear):
+    if not b.descriptors.reshadow(linear):
         return -abi.EINVAL
     return 0
 
@@ -146,6 +137,13 @@ def console_io(b, cmd, count, buf, *_):
     return count
 
 
+@handler("iret")
+def iret(b, uframe, *_):
+    """Enter guest user mode (the wedge's be_return_to_user)."""
+    b.return_to_user(uframe)
+    return None
+
+
 @handler("mmuext_op")
 def mmuext_op(b, ops, count, done_ptr, domid, *_):
     for i in range(count):
@@ -163,7 +161,8 @@ def mmuext_op(b, ops, count, done_ptr, domid, *_):
         elif cmd in (abi.MMUEXT["tlb_flush_local"], abi.MMUEXT["invlpg_local"]):
             b.mmu.flush()
         elif cmd == abi.MMUEXT["set_ldt"]:
-            b.shadow_ldt(arg1, arg2)
+            if not b.descriptors.shadow_ldt(arg1, arg2):
+                raise Kill(f"LDT at {arg1:#x} is not mapped")
         elif cmd == abi.MMUEXT["afterburn_paging"]:
             b.set_paging(arg1, arg2)
         else:

@@ -1,5 +1,6 @@
 /*
- * Boot: the hypervisor starts the vCPU in the wedge at ring 1; the wedge
+ * Boot: the hypervisor starts the vCPU in the wedge at the guest kernel's
+ * ring, with the start info (wedge/layout.py: START_INFO_WORDS); the wedge
  * sets up the virtual CPU exactly as a multiboot loader leaves a real one
  * (protected mode, paging off, IF clear, flat boot selectors, EAX/EBX) and
  * jumps to the guest's entry point.
@@ -42,26 +43,27 @@ void wedge_panic(const char *msg)
     be_crash();
 }
 
-enum { SI_ENTRY, SI_EAX, SI_EBX, SI_GDT_BASE, SI_GDT_LIMIT, SI_CS, SI_DS, SI_ESP, SI_SITES, SI_NSITES };
-
-void wedge_boot(u32 start_info)
+void wedge_boot(const u32 *si)
 {
     u32 vec, err;
-    be_init(start_info);
+    if (si[SI_MAGIC] != STARTINFO_MAGIC)
+        for (;;)
+            ;                                   /* nothing to report to yet */
+    be_init(si);
     memset(&vcpu, 0, sizeof vcpu);
     vcpu.depth = 1;                             /* inside the wedge: leave() takes it to 0 */
     set_pending_entry(be_pending());
     vcpu.cr0 = 0x11;                            /* PE, ET: as a multiboot loader leaves it */
     vcpu.dr[6] = 0xffff0ff0u;
     vcpu.dr[7] = 0x400;
-    vcpu.sites = be_start_info(SI_SITES);
-    vcpu.nsites = be_start_info(SI_NSITES);
-    vcpu.gdt_base = be_start_info(SI_GDT_BASE);
-    vcpu.gdt_limit = be_start_info(SI_GDT_LIMIT);
-    be_set_vif(0);
+    vcpu.sites = si[SI_SITES];
+    vcpu.nsites = si[SI_NSITES];
+    vcpu.gdt_base = si[SI_GDT_BASE];
+    vcpu.gdt_limit = si[SI_GDT_LIMIT];
+    set_vif(0);
     if (be_set_gdt(vcpu.gdt_base, vcpu.gdt_limit) < 0)
         wedge_panic("the hypervisor refused the boot GDT");
-    u32 ds = be_start_info(SI_DS), cs = be_start_info(SI_CS);
+    u32 ds = si[SI_DS], cs = si[SI_CS];
     for (int s = ES; s <= GS; s++)
         if (s != CS && !load_segment(s, ds, 0, &vec, &err))
             wedge_panic("bad boot data segment");
@@ -75,11 +77,11 @@ void wedge_boot(u32 start_info)
 
     struct regs r;
     memset(&r, 0, sizeof r);
-    r.eax = be_start_info(SI_EAX);
-    r.ebx = be_start_info(SI_EBX);
+    r.eax = si[SI_EAX];
+    r.ebx = si[SI_EBX];
     r.ds = real_selector(DS);
     r.es = real_selector(ES);
     u32 fs = real_selector(FS), gs = real_selector(GS);
     __asm__ volatile("movw %w0, %%fs; movw %w1, %%gs" :: "r"(fs), "r"(gs));
-    leave(&r, be_start_info(SI_ENTRY), real_selector(CS), 0x202, be_start_info(SI_ESP));
+    leave(&r, si[SI_ENTRY], real_selector(CS), 0x202, si[SI_ESP]);
 }

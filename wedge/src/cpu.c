@@ -2,14 +2,16 @@
  * The frontend, part 1: the virtual CPU's state and the sensitive
  * instructions that do not transfer control.
  *
- * The guest kernel really runs at ring 1 with IOPL 0.  So the real CPU
- * keeps only what ring 1 may have: arithmetic flags, DF, TF, AC, ID, the
- * general registers, and segment registers loaded with ring-compressed
- * copies of the guest's descriptors.  Everything privileged is virtual and
- * lives in struct vcpu (IF lives where the backend keeps it):
+ * The guest kernel really runs at GUEST_RING (1 or 3) with IOPL 0.  So the
+ * real CPU keeps only what that ring may have: arithmetic flags, DF, TF, AC,
+ * ID, the general registers, and segment registers loaded with
+ * ring-compressed copies of the guest's descriptors (the hypervisor makes
+ * them).  Everything privileged is virtual and lives in struct vcpu (IF
+ * lives where the backend keeps it):
  *
  *   real EFLAGS  <- guest's arithmetic/DF/TF/AC/ID     virtual: IF, IOPL, NT
- *   real CS/SS/DS... <- same GDT index, DPL 0 -> 1     virtual: the selectors
+ *   real CS/SS/DS... <- same index, DPL < GUEST_RING made GUEST_RING
+ *                                                      virtual: the selectors
  *   CR0-CR4, DR0-DR7, GDTR, IDTR, LDTR, TR: virtual only; the backend is
  *   told what it needs (paging mode, page-table base, descriptor tables).
  */
@@ -50,12 +52,12 @@ static void set_reg16(struct frame *f, int n, u16 v)
 u32 virtual_eflags(u32 real)
 {
     u32 v = (real & ~(EFL_IF | EFL_SYS | EFL_RF | EFL_VM)) | vcpu.eflags_sys;
-    if (be_vif())
+    if (vif())
         v |= EFL_IF;
     return v | 0x2;
 }
 
-/* Give the guest the flags in `value`: the parts ring 1 may hold go into
+/* Give the guest the flags in `value`: the parts its real ring may hold go into
  * *real; IF, IOPL and NT become virtual.  At virtual CPL 0, popf and iret
  * may change IOPL (can_iopl). */
 void set_virtual_eflags(u32 value, u32 *real, int can_iopl)
@@ -63,7 +65,7 @@ void set_virtual_eflags(u32 value, u32 *real, int can_iopl)
     *real = (value & ~(EFL_IF | EFL_SYS | EFL_RF | EFL_VM)) | EFL_IF | 0x2;   /* real IF stays on */
     u32 keep = can_iopl ? 0 : (vcpu.eflags_sys & EFL_IOPL);
     vcpu.eflags_sys = (value & (can_iopl ? EFL_SYS : EFL_NT)) | keep;
-    be_set_vif(!!(value & EFL_IF));
+    set_vif(!!(value & EFL_IF));
 }
 
 /* ------------------------------------------------------------------ */
@@ -130,50 +132,56 @@ u32 memcall_addr(struct frame *f)
     return f->r.eax + seg_base(sreg);
 }
 
-/* Ring compression, exactly as the hypervisor shadows descriptors
- * (backends/xen: XenBackend._compress): code/data DPL 0 becomes 1 with the
- * accessed bit preset; system descriptors are never loaded natively. */
-static void compress(u32 d[2])
-{
-    if (!(d[1] & 0x8000))
-        return;
-    if (d[1] & 0x1000) {
-        if (((d[1] >> 13) & 3) == 0)
-            d[1] |= 1u << 13;
-        d[1] |= 0x100;
-    } else {
-        d[1] &= ~0x8000u;
-    }
-}
-
 /* Before the CPU loads `sel`, make sure the real table holds the guest's
- * current descriptor (the guest may have rewritten its GDT since): compare,
- * and ask the hypervisor to refresh the entry only if it differs. */
+ * current descriptor (the guest may have rewritten its GDT since): compare
+ * it with the copy the hypervisor shadowed last (SEEN_GDT/SEEN_LDT, index for
+ * index), and ask for a fresh shadow only if it differs. */
 static void ensure_shadow(u32 sel)
 {
     u32 d[2];
     if ((sel & ~3u) == 0 || !read_descriptor(sel, d))
         return;
-    compress(d);
-    volatile u32 *real = (volatile u32 *)(((sel & 4) ? REAL_LDT : REAL_GDT) + (sel & ~7u));
-    if (real[0] != d[0] || real[1] != d[1]) {
-        u32 table = (sel & 4) ? 0 : vcpu.gdt_base;
+    volatile u32 *seen = (volatile u32 *)(((sel & 4) ? SEEN_LDT : SEEN_GDT) + (sel & ~7u));
+    if (seen[0] != d[0] || seen[1] != d[1]) {
+        u32 table = vcpu.gdt_base;
         if (sel & 4) {
             u32 ld[2];
             read_descriptor(vcpu.ldtr & ~7u, ld);
-            table = (ld[0] >> 16) | ((ld[1] & 0xff) << 16) | (ld[1] & 0xff000000u);
+            table = desc_base(ld);
         }
         be_update_descriptor(table + (sel & ~7u));
     }
 }
 
-/* The real selector that loads the ring-compressed copy of `sel`. */
+/* A data segment load (mov, pop, lds...) sets the descriptor's accessed
+ * bit in the guest's own table, GDT or LDT.  CS and SS loaded by far
+ * transfers, iret and interrupt delivery leave it alone: so QEMU does, the
+ * oracle (the SDM says the processor sets it on every load). */
+void mark_accessed(u32 sel, u32 d[2])
+{
+    u32 base;
+    if ((sel & ~3u) == 0 || (d[1] & 0x100))
+        return;
+    if (sel & 4) {
+        u32 ld[2];
+        if ((vcpu.ldtr & ~3u) == 0 || !read_descriptor(vcpu.ldtr & ~7u, ld))
+            return;
+        base = desc_base(ld);
+    } else {
+        base = vcpu.gdt_base;
+    }
+    d[1] |= 0x100;
+    *(volatile u32 *)(base + (sel & ~7u) + 4) = d[1];
+}
+
+/* The real selector that loads the ring-compressed copy of `sel`: a code
+ * or data descriptor more privileged than GUEST_RING became GUEST_RING. */
 static u32 compressed(u32 sel, const u32 d[2])
 {
     if ((sel & ~3u) == 0)
         return sel;
-    if (DESC_S(d) && DESC_DPL(d) == 0)
-        return (sel & ~3u) | 1;                 /* DPL 0 became DPL 1 */
+    if (DESC_S(d) && DESC_DPL(d) < GUEST_RING)
+        return (sel & ~3u) | GUEST_RING;
     return sel;
 }
 
@@ -223,14 +231,7 @@ int load_segment(int sreg, u32 sel, int for_cs, u32 *vec, u32 *err)
                 return 0;
             }
         }
-        /* The hardware sets the accessed bit in the guest's table. */
-        if (!(d[1] & 0x100)) {
-            u32 base = (sel & 4) ? 0 : vcpu.gdt_base;
-            if (!(sel & 4)) {
-                *(volatile u32 *)(base + (sel & ~7u) + 4) = d[1] | 0x100;
-                d[1] |= 0x100;
-            }
-        }
+        mark_accessed(sel, d);
     }
     vcpu.seg[sreg] = sel;
     vcpu.seg_desc[2 * sreg] = d[0];
@@ -742,7 +743,7 @@ void h_misc(struct frame *f)
     case 7: /* rsm outside SMM */
         raise_fault(f, 6, 0, 0);
     case 8: /* hlt */
-        if (!be_vif())
+        if (!vif())
             be_halt();
         be_block();
         maybe_deliver_pending(f, f->ret, virtual_eflags(f->eflags), guest_esp(f));

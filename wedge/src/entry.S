@@ -14,20 +14,15 @@
  * SS for a return to ring 3) has been written.  "lss; iret" switches stack
  * and jumps in one go, with every register exactly as the guest expects.
  *
- * Traps and upcalls: the hypervisor pushes the guest-visible interrupt
- * frame (EIP, CS, EFLAGS[, ESP, SS]), an error code where the vector has
- * one, and an info word (vector | flags << 8), then enters w_trap; event
- * upcalls enter w_upcall with only the frame.
+ * How the hypervisor enters the wedge (traps, event upcalls, boot) is in
+ * bounce.S, which a backend may replace.
  */
-#include "vcpu.h"
-#include "backend.h"
+#include "wedge_abi.h"
 
 #define EFL_IF 0x200
 #define EFL_SYS 0x7000			/* IOPL and NT */
 #define EFL_RF 0x10000
 #define EFL_VM 0x20000
-
-#define UPCALL_INFO 0xffff
 
 	.text
 
@@ -45,7 +40,7 @@
 	movw %ax, %es
 	incl vcpu + VCPU_OFF_DEPTH
 	incl vcpu + VCPU_OFF_COUNTERS + 4 * \index
-	movl 44(%esp), %eax
+	movl FRAME_OFF_RET(%esp), %eax
 	movl %eax, vcpu + VCPU_OFF_SITE_RET
 	movl %esp, vcpu + VCPU_OFF_FRAME
 	pushl %esp
@@ -117,7 +112,7 @@
  * irqsave/irqrestore): a dozen instructions on the guest's stack, no C
  * frame, no segment loads.  Everything the wedge owns is reached through
  * SS (the guest's DS may be based; its SS is flat).  The virtual IF's place
- * and values come from the backend (backend.h).
+ * and values are the backend's (BE_VIF_* in wedge_abi.h).
  */
 	.macro FAST name, index
 	.globl \name
@@ -191,37 +186,7 @@ wedge_exit:
 	iret
 	.size wedge_exit, . - wedge_exit
 
-	.globl w_upcall
-	.type w_upcall, @function
-w_upcall:
-	pushl $UPCALL_INFO
-	/* fall through */
-	.globl w_trap
-	.type w_trap, @function
-w_trap:
-	pushal
-	pushl %ds
-	pushl %es
-	cld
-	movl $HYP_DS, %eax
-	movw %ax, %ds
-	movw %ax, %es
-	incl vcpu + VCPU_OFF_DEPTH
-	pushl %esp
-	call wedge_trap			/* never returns: it delivers or resumes */
-	ud2
-	.size w_trap, . - w_upcall
-
-	/* Boot: the hypervisor starts the vCPU here at ring 1 with ESI pointing
-	 * at start_info and ESP at the top of the boot stack. */
-	.globl wedge_start
-	.type wedge_start, @function
-wedge_start:
-	pushl %esi
-	call wedge_boot
-	ud2
-	.size wedge_start, . - wedge_start
-
+	/* The stack the hypervisor boots the vCPU on. */
 	.bss
 	.align 16
 	.globl boot_stack_top

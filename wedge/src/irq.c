@@ -9,11 +9,11 @@
  */
 #include "wedge.h"
 
-#define UPCALL_INFO 0xffff
 #define HAS_ERR(v) ((v) == 8 || ((v) >= 10 && (v) <= 14) || (v) == 17)
 #define CONTRIBUTORY(v) ((v) == 0 || ((v) >= 10 && (v) <= 13))
 
-static u32 user_frame[5];                       /* iret frame for returns to ring 3 */
+static u32 user_frame[5];                       /* iret frame for native returns to ring 3 */
+static struct uframe uframe;                    /* what be_return_to_user gets */
 
 static u32 current_cs(void)
 {
@@ -30,7 +30,7 @@ static u32 current_cs(void)
  * the guest's registers: copy them out before writing it. */
 void leave(struct regs *r, u32 eip, u32 cs, u32 eflags, u32 esp)
 {
-    memcpy(vcpu.exit_frame, r, sizeof *r);
+    vcpu.exit_frame = *r;
     u32 *frame = (u32 *)(esp - 12);
     frame[0] = eip;
     frame[1] = cs ? cs : current_cs();
@@ -40,22 +40,42 @@ void leave(struct regs *r, u32 eip, u32 cs, u32 eflags, u32 esp)
     wedge_exit();
 }
 
-void leave_to_user(struct regs *r, u32 eip, u32 cs, u32 eflags, u32 esp, u32 ss)
-{
-    user_frame[0] = eip;
-    user_frame[1] = cs;
-    user_frame[2] = eflags;
-    user_frame[3] = esp;
-    user_frame[4] = ss;
-    memcpy(vcpu.exit_frame, r, sizeof *r);
-    vcpu.exit_esp = (u32)user_frame;
-    vcpu.exit_ss = HYP_DS;
-    wedge_exit();
-}
-
 static u32 real_eflags_of(u32 virt)
 {
     return (virt & ~(EFL_IF | EFL_SYS | EFL_RF | EFL_VM)) | EFL_IF | 0x2;
+}
+
+/* Enter guest user mode.  A kernel at ring 1 returns natively (an iret to
+ * ring 3) when user mode keeps the real IF on and IOPL 0, which is what the
+ * real flags are while the guest runs anyway; otherwise the hypervisor
+ * loads the context, because only it can make the real IF and IOPL the
+ * user's (an iret at ring 1 may change neither).  A kernel at ring 3 always
+ * asks: the CPU cannot tell its user mode from its kernel mode, so the
+ * hypervisor must switch the hole out of the address space. */
+void leave_to_user(struct regs *r, u32 eip, u32 cs, u32 eflags, u32 esp, u32 ss)
+{
+    eflags &= ~(EFL_RF | EFL_VM);
+    if (GUEST_RING == 3 || !(eflags & EFL_IF) || (eflags & EFL_IOPL)) {
+        uframe.r = *r;
+        uframe.fs = real_selector(FS);
+        uframe.gs = real_selector(GS);
+        uframe.eip = eip;
+        uframe.cs = cs;
+        uframe.eflags = eflags;
+        uframe.esp = esp;
+        uframe.ss = ss;
+        vcpu.depth--;
+        be_return_to_user(&uframe);
+    }
+    user_frame[0] = eip;
+    user_frame[1] = cs;
+    user_frame[2] = real_eflags_of(eflags);
+    user_frame[3] = esp;
+    user_frame[4] = ss;
+    vcpu.exit_frame = *r;
+    vcpu.exit_esp = (u32)user_frame;
+    vcpu.exit_ss = HYP_DS;
+    wedge_exit();
 }
 
 /* The kernel stack of the guest's TSS, for entries from ring 3. */
@@ -145,7 +165,7 @@ static int try_deliver(struct regs *r, int vec, int has_err, u32 err, struct ict
     vcpu.seg_desc[2 * CS] = d[0];
     vcpu.seg_desc[2 * CS + 1] = d[1];
     if (type == 0x0e)
-        be_set_vif(0);
+        set_vif(0);
     u32 flags = real_eflags_of(ctx->eflags) & ~(EFL_TF | EFL_RF);
     vcpu.eflags_sys &= ~EFL_NT;
     vcpu.delivered++;
@@ -215,7 +235,7 @@ void set_pending_entry(int pending)
  * takes it after the next instruction, so let the backend do that. */
 void h_pending(struct frame *f)
 {
-    if (be_vif() && be_pending())
+    if (vif() && be_pending())
         be_sti_shadow(f->ret);
 }
 
@@ -239,8 +259,8 @@ static void set_cs(u32 sel, u32 d[2])
 
 /* Return to ring 3: data segments the user may not use become null, as the
  * hardware does; then a real iret to the user context. */
-static void __attribute__((noreturn)) return_to_user(struct frame *f, u32 eip, u32 cs, u32 efl_real,
-                                                     u32 efl_virt, u32 uesp, u32 uss)
+static void __attribute__((noreturn)) return_to_user(struct frame *f, u32 eip, u32 cs, u32 efl_virt, u32 uesp,
+                                                     u32 uss)
 {
     u32 d[2];
     read_descriptor(cs, d);
@@ -267,7 +287,7 @@ static void __attribute__((noreturn)) return_to_user(struct frame *f, u32 eip, u
     /* User selectors are the guest's own: same GDT index, DPL 3 unchanged. */
     f->r.ds = real_selector(DS);
     f->r.es = real_selector(ES);
-    leave_to_user(&f->r, eip, cs, efl_real, uesp, uss);
+    leave_to_user(&f->r, eip, cs, efl_virt, uesp, uss);
 }
 
 void h_iret(struct frame *f)
@@ -291,7 +311,7 @@ void h_iret(struct frame *f)
     u32 esp = guest_esp(f) + n;
     if ((cs & 3) == 3) {
         u32 uesp = w16 ? ((u16 *)p)[3] : p[3], uss = w16 ? ((u16 *)p)[4] : p[4] & 0xffff;
-        return_to_user(f, eip, cs, real, virtual_eflags(real), uesp, uss);
+        return_to_user(f, eip, cs, virtual_eflags(real), uesp, uss);
     }
     if ((cs & 3) != 0)
         wedge_panic("iret to ring 1 or 2 is not supported");
@@ -313,7 +333,7 @@ void h_lret(struct frame *f)
     check_code_selector(f, cs, d);
     if ((cs & 3) == 3) {
         u32 *q = (u32 *)esp;
-        return_to_user(f, eip, cs, f->eflags, virtual_eflags(f->eflags), q[0], q[1] & 0xffff);
+        return_to_user(f, eip, cs, virtual_eflags(f->eflags), q[0], q[1] & 0xffff);
     }
     set_cs(cs, d);
     leave(&f->r, eip, real_selector(CS), f->eflags, esp);
@@ -383,41 +403,32 @@ void h_into(struct frame *f)
 /* ------------------------------------------------------------------ */
 /* Traps and event upcalls from the hypervisor */
 
-struct tframe { struct regs r; u32 info; u32 w[]; };
-
-u32 be_cr2(void);
-int be_take_event(void);
-
-void wedge_trap(struct tframe *t)
+/* `fr` is the interrupt frame the hypervisor pushed (with the error code
+ * first where `info` says there is one); see bounce.S and wedge/layout.py. */
+void wedge_trap(struct regs *r, u32 info, u32 *fr)
 {
-    u32 *fr = t->w;
-    int vec = t->info & 0xff, has_err = 0, soft = 0;
+    int vec = info & TRAP_VECTOR, has_err = 0, soft = 0;
     u32 err = 0;
-    if (t->info == UPCALL_INFO) {
-        int from_user = (fr[1] & 3) == 3;
-        struct ictx ctx = {fr[0], fr[1], fr[2], from_user ? fr[3] : 0, from_user ? fr[4] : 0};
-        u32 stack = (u32)(fr + (from_user ? 5 : 3));
-        int v = be_take_event();
-        if (v < 0) {
-            /* Nothing to deliver after all: resume where we were. */
-            be_set_vif(!!(ctx.eflags & EFL_IF));
-            if (from_user)
-                leave_to_user(&t->r, ctx.eip, ctx.cs, real_eflags_of(ctx.eflags), ctx.esp, ctx.ss);
-            leave(&t->r, ctx.eip, real_selector(CS), real_eflags_of(ctx.eflags), stack);
-        }
-        deliver(&t->r, v, 0, 0, &ctx, stack, 0);
-    }
-    if ((t->info >> 8) & 1) {
+    if (info != UPCALL_INFO && (info & TRAP_HAS_ERROR)) {
         has_err = 1;
-        err = fr[0];
-        fr++;
+        err = *fr++;
     }
-    if ((t->info >> 9) & 1)
-        soft = (t->info >> 12) & 15;            /* instruction length */
+    if (info != UPCALL_INFO && (info & TRAP_SOFTWARE))
+        soft = (info >> TRAP_SOFT_LEN_SHIFT) & 15;     /* instruction length */
     int from_user = (fr[1] & 3) == 3;
     struct ictx ctx = {fr[0], fr[1], fr[2], from_user ? fr[3] : 0, from_user ? fr[4] : 0};
     u32 stack = (u32)(fr + (from_user ? 5 : 3));
-    if (vec == 14)
+    if (info == UPCALL_INFO) {
+        vec = be_take_event();
+        if (vec < 0) {
+            /* Nothing to deliver after all: resume where we were. */
+            set_vif(!!(ctx.eflags & EFL_IF));
+            if (from_user)
+                leave_to_user(r, ctx.eip, ctx.cs, ctx.eflags, ctx.esp, ctx.ss);
+            leave(r, ctx.eip, real_selector(CS), real_eflags_of(ctx.eflags), stack);
+        }
+    } else if (vec == 14) {
         vcpu.cr2 = be_cr2();
-    deliver(&t->r, vec, has_err, err, &ctx, stack, soft);
+    }
+    deliver(r, vec, has_err, err, &ctx, stack, soft);
 }

@@ -2,13 +2,17 @@
  * The wedge: Afterburn's in-guest monitor.
  *
  * It runs in the guest's own address space (the hypervisor hole at the top
- * 4 MiB) at the guest kernel's privilege level, called from patched sites.
- * The frontend (cpu.c, irq.c, boot.c) is the CPU: it keeps the virtual CPU
- * (struct vcpu, laid out by wedge/layout.py) and gives every sensitive
- * instruction its architectural meaning.  The backend (one directory per
- * hypervisor, e.g. xen/) supplies the few primitives that differ: where the
- * virtual IF lives, port I/O, the MMU, blocking, and event delivery.  The
- * frontend never asks which backend it runs on.
+ * 4 MiB) at the guest kernel's real ring (GUEST_RING: 1 or 3), called from
+ * patched sites.  The frontend (cpu.c, irq.c, boot.c, entry.S) is the CPU:
+ * it keeps the virtual CPU (struct vcpu, laid out by wedge/layout.py) and
+ * gives every sensitive instruction its architectural meaning.  The backend
+ * (one directory per hypervisor) supplies the few primitives that differ,
+ * the be_* functions below: port I/O, the MMU, blocking, event delivery,
+ * entering user mode.  It may also replace the default entry stubs
+ * (bounce.S, weak symbols) with its own, for traps that arrive another way.
+ * Where the virtual IF lives is the backend's choice too, made at build time
+ * (BE_VIF_* in wedge_abi.h).  The frontend never asks which backend it runs
+ * on.
  *
  * Site ABI.  A patched site calls an entry point (entry.S); the bytes after
  * the call are its arguments, described here and encoded by
@@ -51,7 +55,7 @@
 
 #include <stdint.h>
 #include <stddef.h>
-#include "vcpu.h"
+#include "wedge_abi.h"
 
 typedef uint8_t u8;
 typedef uint16_t u16;
@@ -73,20 +77,16 @@ enum { ES, CS, SS, DS, FS, GS };
 #define EFL_NT 0x4000u
 #define EFL_RF 0x10000u
 #define EFL_VM 0x20000u
-#define EFL_SYS (EFL_IOPL | EFL_NT)            /* kept virtual: real ones are fixed at CPL 1 */
+#define EFL_SYS (EFL_IOPL | EFL_NT)            /* kept virtual: the real ones stay 0 in the guest kernel */
 
-/* The guest registers an entry stub saves (and wedge_exit restores). */
-struct regs {
-    u32 es, ds;                                         /* real selectors */
-    u32 edi, esi, ebp, esp_, ebx, edx, ecx, eax;        /* pushal */
-};
+/* struct regs (what an entry stub saves and every exit restores), struct
+ * frame (what a site entry stub leaves below the site's return address),
+ * struct uframe and struct pio are generated in wedge_abi.h. */
 
-/* What a site entry stub leaves below the site's return address. */
-struct frame {
-    struct regs r;
-    u32 eflags;                                         /* pushfl: the guest's real flags */
-    u32 ret;                                            /* the call's return address */
-};
+/* The virtual IF: a byte in the backend's memory, where the inline cli/sti
+ * patches write it too. */
+static inline int vif(void) { return *(volatile u8 *)BE_VIF_ADDR == BE_VIF_ON; }
+static inline void set_vif(int on) { *(volatile u8 *)BE_VIF_ADDR = on ? BE_VIF_ON : BE_VIF_OFF; }
 
 /* The guest stack pointer at the site (before the call). */
 static inline u32 guest_esp(const struct frame *f) { return f->r.esp_ + 8; }
@@ -121,6 +121,7 @@ u32 memcall_addr(struct frame *f);
 int load_segment(int sreg, u32 sel, int for_cs, u32 *err_vec, u32 *err_code);
 u32 real_selector(int sreg);
 int read_descriptor(u32 sel, u32 desc[2]);
+void mark_accessed(u32 sel, u32 desc[2]);
 struct site { u32 start, end, insn; };
 int site_of(u32 addr, struct site *out);
 
@@ -131,8 +132,10 @@ void deliver(struct regs *r, int vector, int has_err, u32 err, struct ictx *ctx,
     __attribute__((noreturn));
 void raise_fault(struct frame *f, int vector, int has_err, u32 err) __attribute__((noreturn));
 void maybe_deliver_pending(struct frame *f, u32 eip, u32 eflags_virtual, u32 esp);
+void wedge_trap(struct regs *r, u32 info, u32 *frame) __attribute__((noreturn));
 
 /* boot.c */
+void wedge_boot(const u32 *start_info) __attribute__((noreturn));
 void wedge_panic(const char *msg) __attribute__((noreturn));
 void *memcpy(void *d, const void *s, size_t n);
 void *memset(void *d, int c, size_t n);
@@ -140,13 +143,14 @@ void *memset(void *d, int c, size_t n);
 /*
  * The backend interface: each backend directory implements these.
  */
-int be_vif(void);                          /* virtual IF */
-void be_set_vif(int on);
 int be_pending(void);                      /* an interrupt may be waiting */
 int be_inta(void);                         /* acknowledge one: its vector, or -1 */
 void be_sti_shadow(u32 next);              /* deliver what is pending after the instruction at next */
-struct pio { u16 port; u8 size; u8 flags; u32 value; u32 count; u32 buf; };
 u32 be_pio(struct pio *req);               /* port I/O; string forms return elements done */
+/* Enter guest user mode with exactly this context (the virtual IF and IOPL
+ * in u->eflags become the real ones there): the hypervisor switches the
+ * hole out of the address space where page privilege cannot (GUEST_RING 3). */
+void be_return_to_user(struct uframe *u) __attribute__((noreturn));
 void be_paging(u32 cr0, u32 cr4);          /* paging mode from virtual CR0/CR4 */
 int be_set_cr3(u32 cr3);
 void be_flush_tlb(void);
@@ -160,8 +164,7 @@ int be_rdmsr(u32 index, u32 *lo, u32 *hi);
 int be_wrmsr(u32 index, u32 lo, u32 hi);
 void be_console(const char *s, u32 n);
 void be_crash(void) __attribute__((noreturn));
-void be_init(u32 start_info);
-u32 be_start_info(int field);
+void be_init(const u32 *start_info);       /* first thing at boot; the backend's words follow SI_WORDS */
 u32 be_cr2(void);                          /* the faulting address of the #PF being delivered */
 int be_take_event(void);                   /* in an upcall: the vector to deliver, or -1 */
 

@@ -2,14 +2,14 @@
  * The Xen layer of the wedge: the backend primitives as Xen-style
  * hypercalls (int $0x82, number in EAX, arguments in EBX, ECX, EDX, ESI,
  * EDI).  The virtual IF is the shared-info page's event upcall mask, which
- * the inline cli/sti patches write directly; the 8259's interrupts arrive
- * as an event channel.  See backends/xen/abi.py for the ABI.
+ * the inline cli/sti patches write directly (backends/xen says so at build
+ * time: BE_VIF_*); the 8259's interrupts arrive as an event channel.  See
+ * backends/xen/abi.py for the ABI.
  */
 #include "wedge.h"
 #include "xen_abi.h"
 
 static volatile u8 *const shinfo = (volatile u8 *)XEN_SHARED_INFO;
-static const u32 *start;
 
 static long hypercall(u32 nr, u32 a1, u32 a2, u32 a3, u32 a4)
 {
@@ -31,8 +31,6 @@ static long mmuext(u32 cmd, u32 arg1, u32 arg2)
     return hypercall(HC_MMUEXT_OP, (u32)&op, 1, (u32)&done, 0x7ff0 /* DOMID_SELF */);
 }
 
-int be_vif(void) { return shinfo[SHINFO_UPCALL_MASK] == 0; }
-void be_set_vif(int on) { shinfo[SHINFO_UPCALL_MASK] = on ? 0 : 1; }
 int be_pending(void) { return shinfo[SHINFO_UPCALL_PENDING]; }
 u32 be_cr2(void) { return *(volatile u32 *)(shinfo + SHINFO_CR2); }
 
@@ -104,7 +102,13 @@ void be_crash(void)
         ;
 }
 
-u32 be_start_info(int field) { return start[1 + field]; }
+/* Xen's iret hypercall (64-bit PV guests, whose kernels run at ring 3,
+ * return to user mode this way): the hypervisor loads the whole context. */
+void be_return_to_user(struct uframe *u)
+{
+    hypercall(HC_IRET, (u32)u, 0, 0, 0);
+    wedge_panic("the hypervisor refused the return to user mode");
+}
 
 /* In an upcall: the next pending event with its vector, or -1. */
 int be_take_event(void)
@@ -130,12 +134,9 @@ int be_take_event(void)
 struct trap_info { u8 vector, flags; u16 cs; u32 address; };
 static struct trap_info traps[257];
 
-void be_init(u32 start_info)
+void be_init(const u32 *start_info)
 {
-    start = (const u32 *)start_info;
-    if (start[0] != STARTINFO_MAGIC)
-        for (;;)
-            ;                                   /* nothing to report to yet */
+    (void)start_info;
     /* Every vector enters the wedge, which delivers through the guest IDT. */
     for (int v = 0; v < 256; v++)
         traps[v] = (struct trap_info){(u8)v, 3, HYP_CS, (u32)w_trap};

@@ -129,6 +129,10 @@ class WedgedBackend(Backend):
     def pending_changed(self, on: bool) -> None:
         """The backend's own copy of "an interrupt may be waiting", if it has one."""
 
+    def mode_changed(self, user: bool) -> None:
+        """The guest entered user mode (True) or its kernel (False); at ring 3
+        only, where no privilege change tells the CPU."""
+
     def record_fault_address(self, va: int) -> None:
         """Where the wedge's ``be_cr2`` finds the address of the #PF being delivered."""
         raise NotImplementedError
@@ -219,6 +223,7 @@ class WedgedBackend(Backend):
             # kernel's translations (the hole, supervisor pages) or keep the
             # user's out.
             self.mmu.flush()
+            self.mode_changed(user)
 
     # -- the vCPU --------------------------------------------------------------------
 

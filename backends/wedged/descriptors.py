@@ -7,6 +7,11 @@ guest's real ring made that ring, the accessed bit preset (the CPU may not
 write the real table), and system descriptors marked not present (the wedge
 emulates lldt, ltr and far transfers; nothing loads them natively).
 
+At ring 3 the guest kernel's compressed segments have DPL 3, which user
+code could load too.  So in user mode they are replaced by descriptors of a
+reserved system type: a user load raises #GP(selector), as the DPL 0 one
+would on hardware (:meth:`DescriptorShadows.set_user_view`).
+
 Next to each shadow the hypervisor keeps the guest's descriptors as it saw
 them (``SEEN_GDT``/``SEEN_LDT``).  The wedge compares those with the guest's
 current ones before every segment load and asks for a re-shadow when one
@@ -21,6 +26,7 @@ from unicorn.x86_const import UC_X86_REG_LDTR
 from wedge.layout import GUEST_GDT_MAX, REAL_GDT, REAL_LDT, SEEN_GDT, SEEN_LDT
 
 PRESENT, CODE_OR_DATA, ACCESSED = 0x8000, 0x1000, 0x100
+DPL, TYPE = 3 << 13, 0x1F00  # TYPE: the S bit and the 4-bit type
 
 
 def compress(lo: int, hi: int, ring: int) -> tuple[int, int]:
@@ -43,13 +49,30 @@ class DescriptorShadows:
         self.ring = ring
         self.gdt: tuple[int, int] | None = None  # the guest's table: (linear base, entries)
         self.ldt: tuple[int, int] | None = None
+        self.user_view = False
+        # Real descriptors of segments more privileged than the guest's ring:
+        # address -> (high word for kernel mode, high word for user mode).
+        self.raised: dict[int, tuple[int, int]] = {}
 
     def _write(self, real: int, seen: int, raw: bytes) -> None:
         out = bytearray()
         for i in range(0, len(raw), 8):
-            out += struct.pack("<II", *compress(*struct.unpack_from("<II", raw, i), self.ring))
+            lo, hi = struct.unpack_from("<II", raw, i)
+            clo, chi = compress(lo, hi, self.ring)
+            self.raised.pop(real + i, None)
+            if self.ring == 3 and hi & PRESENT and hi & CODE_OR_DATA and hi & DPL != DPL:
+                self.raised[real + i] = (chi, chi & ~TYPE)
+                if self.user_view:
+                    chi &= ~TYPE
+            out += struct.pack("<II", clo, chi)
         self.uc.mem_write(real, bytes(out))
         self.uc.mem_write(seen, raw)
+
+    def set_user_view(self, user: bool) -> None:
+        """Hide the guest kernel's segments from user mode (ring 3 only)."""
+        self.user_view = user
+        for addr, (kernel, user_hi) in self.raised.items():
+            self.uc.mem_write(addr + 4, struct.pack("<I", user_hi if user else kernel))
 
     def shadow_gdt(self, base: int, entries: int) -> bool:
         """Shadow a whole GDT; False if the guest cannot read it."""
@@ -59,6 +82,7 @@ class DescriptorShadows:
         if raw is None:
             return False
         self.gdt = (base, entries)
+        self.raised = {a: v for a, v in self.raised.items() if not REAL_GDT <= a < REAL_LDT}
         self._write(REAL_GDT, SEEN_GDT, raw)
         clear = b"\0" * ((GUEST_GDT_MAX - entries) * 8)
         self.uc.mem_write(REAL_GDT + entries * 8, clear)
@@ -75,6 +99,7 @@ class DescriptorShadows:
         if raw is None:
             return False
         self.ldt = (base, entries)
+        self.raised = {a: v for a, v in self.raised.items() if not REAL_LDT <= a < SEEN_GDT}
         self._write(REAL_LDT, SEEN_LDT, raw)
         # The LDTR cache points at the shadow; the selector itself is never
         # loaded natively (lldt is emulated).

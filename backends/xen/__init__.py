@@ -87,6 +87,9 @@ class XenBackend(WedgedBackend):
         self.m.clock.register(self.timer)
         self.descriptors = DescriptorShadows(self.m.uc, self.mmu.read, self.guest_cpl)
 
+    def mode_changed(self, user: bool) -> None:
+        self.descriptors.set_user_view(user)
+
     def gdt_capacity(self) -> int:
         return GUEST_GDT_MAX
 

@@ -153,6 +153,31 @@ static void ensure_shadow(u32 sel)
     }
 }
 
+/* User code loads segment registers natively, from the real tables: before
+ * entering user mode, bring every shadowed descriptor up to date with what
+ * the guest wrote into its own tables since (ensure_shadow only looks at
+ * the descriptors the wedge itself loads). */
+void refresh_descriptors(void)
+{
+    u32 n = (vcpu.gdt_limit + 1) / 8;
+    if (n > GUEST_GDT_MAX)
+        n = GUEST_GDT_MAX;
+    for (u32 i = 1; i < n; i++) {
+        volatile u32 *g = (volatile u32 *)(vcpu.gdt_base + 8 * i), *seen = (volatile u32 *)(SEEN_GDT + 8 * i);
+        if (g[0] != seen[0] || g[1] != seen[1])
+            be_update_descriptor(vcpu.gdt_base + 8 * i);
+    }
+    u32 ld[2];
+    if ((vcpu.ldtr & ~3u) == 0 || !read_descriptor(vcpu.ldtr & ~7u, ld))
+        return;
+    u32 base = desc_base(ld), entries = (desc_limit(ld) + 1) / 8;
+    for (u32 i = 0; i < entries; i++) {
+        volatile u32 *l = (volatile u32 *)(base + 8 * i), *seen = (volatile u32 *)(SEEN_LDT + 8 * i);
+        if (l[0] != seen[0] || l[1] != seen[1])
+            be_update_descriptor(base + 8 * i);
+    }
+}
+
 /* A data segment load (mov, pop, lds...) sets the descriptor's accessed
  * bit in the guest's own table, GDT or LDT.  CS and SS loaded by far
  * transfers, iret and interrupt delivery leave it alone: so QEMU does, the

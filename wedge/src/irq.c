@@ -284,6 +284,7 @@ static void __attribute__((noreturn)) return_to_user(struct frame *f, u32 eip, u
             deliver(&f->r, v, 0, 0, &ctx, 0, 0);
         }
     }
+    refresh_descriptors();
     /* User selectors are the guest's own: same GDT index, DPL 3 unchanged. */
     f->r.ds = real_selector(DS);
     f->r.es = real_selector(ES);

@@ -122,6 +122,7 @@ int load_segment(int sreg, u32 sel, int for_cs, u32 *err_vec, u32 *err_code);
 u32 real_selector(int sreg);
 int read_descriptor(u32 sel, u32 desc[2]);
 void mark_accessed(u32 sel, u32 desc[2]);
+void refresh_descriptors(void);
 struct site { u32 start, end, insn; };
 int site_of(u32 addr, struct site *out);
 

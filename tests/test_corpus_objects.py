@@ -19,6 +19,7 @@ from afterburn.elf import Elf
 from afterburn.equiv import check
 from afterburn.verify import verify
 from backends import get_backend
+from tests.backend_params import REWRITING
 from corpus import fetch
 from rewriter import check_fit
 from tests.conftest import require_corpus
@@ -42,8 +43,9 @@ def _prove(path: Path) -> tuple[int, list[str]]:
     eq = check(raw, res.data, str(path), f"{path}.annotated")
     problems += [f"equivalence: {p}" for p in eq.problems]
     if res.site_count:
-        _, unfit = check_fit(elf, get_backend("xen"))
-        problems += [f"xen: {p.kind} at {p.symbol}: {p.reason}" for p in unfit]
+        for backend in REWRITING:
+            _, unfit = check_fit(elf, get_backend(backend))
+            problems += [f"{backend}: {p.kind} at {p.symbol}: {p.reason}" for p in unfit]
     return res.site_count, problems
 
 

@@ -1,6 +1,6 @@
 """QEMU is the oracle: every corpus guest, plain and annotated, must print
 exactly the same serial output and exit with the same value on
-qemu-system-i386 and on ``afterburn run --backend bare``.  QEMU exits with
+qemu-system-i386 and on the reference backend (``afterburn run``).  QEMU exits with
 (v<<1)|1 for a guest value v; afterburn exits with v."""
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from afterburn.elf import Elf
 from afterburn.verify import verify
 
+from .backend_params import REFERENCE
 from .conftest import GUESTS, qemu_run, run_afterburn
 
 
@@ -29,9 +30,9 @@ def test_annotation_does_not_change_behaviour_on_qemu(corpus_builds, guest):
 
 @pytest.mark.parametrize("flavour", ["plain", "annotated"])
 @pytest.mark.parametrize("guest", GUESTS)
-def test_bare_backend_matches_qemu(corpus_builds, guest, flavour):
+def test_reference_backend_matches_qemu(corpus_builds, guest, flavour):
     kernel = corpus_builds[flavour] / f"{guest}.elf"
     serial, qemu_status = qemu_run(kernel)
-    r = run_afterburn("run", "--backend", "bare", str(kernel))
+    r = run_afterburn("run", "--backend", REFERENCE, str(kernel))
     assert r.stdout.encode() == serial
     assert (r.returncode << 1) | 1 == qemu_status, r.stderr

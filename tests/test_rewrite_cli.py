@@ -12,15 +12,16 @@ from backends.pc.loader import find_multiboot_header, load_image
 from tests import sitebench
 from tests.conftest import run_afterburn
 from tests.kernels import PRELUDE
-from tests.test_xen import BODY_IO, _strip_record
+from tests.backend_params import REFERENCE, REWRITING
+from tests.test_backends import BODY_IO, strip_record
 from wedge.layout import WEDGE_BASE
 
 
-@pytest.fixture(scope="module")
-def rewritten(corpus_builds, tmp_path_factory):
+@pytest.fixture(scope="module", params=REWRITING)
+def rewritten(request, corpus_builds, tmp_path_factory):
     src = corpus_builds["annotated"] / "timer.elf"
-    out = tmp_path_factory.mktemp("rw") / "timer.xen.elf"
-    r = run_afterburn("rewrite", "--backend", "xen", str(src), "-o", str(out), "--json")
+    out = tmp_path_factory.mktemp("rw") / f"timer.{request.param}.elf"
+    r = run_afterburn("rewrite", "--backend", request.param, str(src), "-o", str(out), "--json")
     assert r.returncode == 0, r.stderr
     return src, out, json.loads(r.stdout)
 
@@ -30,7 +31,7 @@ def test_rewrite_writes_a_standalone_elf(rewritten):
     table = read_site_table(Elf(src))
     assert summary["ok"] and summary["sites"] == len(table.sites) > 100
     image = load_image(out)
-    assert image.backend == "xen"
+    assert image.backend == summary["backend"]
     assert len(image.patched) == len(table.sites)
     assert image.hole_segments and image.hole_segments[0].vaddr == WEDGE_BASE
     raw_in, raw_out = src.read_bytes(), out.read_bytes()
@@ -53,25 +54,8 @@ def test_rewrite_writes_a_standalone_elf(rewritten):
         assert all(seg.data[i] == old[i] for i in range(len(old)) if seg.vaddr + i not in site_bytes)
 
 
-def test_rewritten_image_runs_without_flags_like_in_memory_rewrite(rewritten):
-    src, out, _ = rewritten
-    a = run_afterburn("run", str(out), "--json", "--cmdline", "x")
-    b = run_afterburn("run", "--backend", "xen", str(src), "--json", "--cmdline", "x")
-    assert a.returncode == b.returncode == 0, a.stderr + b.stderr
-    ja, jb = json.loads(a.stdout), json.loads(b.stdout)
-    assert ja["backend"] == "xen" and ja["stats"]["hypercalls"]
-    for key in ("serial", "ending", "io_trace", "cpu", "memory"):
-        assert ja[key] == jb[key], key
-
-
-def test_rewritten_image_refuses_another_backend(rewritten):
-    _, out, _ = rewritten
-    r = run_afterburn("run", "--backend", "bare", str(out))
-    assert r.returncode == 2 and "rewritten for xen" in r.stderr
-
-
 @pytest.mark.parametrize("args,message", [
-    (["--backend", "bare"], "nothing to rewrite"),
+    (["--backend", REFERENCE], "nothing to rewrite"),
     (["--backend", "nosuch"], "unknown backend"),
 ])  # fmt: skip
 def test_rewrite_bad_backend(rewritten, tmp_path, args, message):
@@ -81,7 +65,8 @@ def test_rewrite_bad_backend(rewritten, tmp_path, args, message):
 
 
 def test_rewrite_refuses_bad_inputs(rewritten, corpus_builds, tmp_path):
-    src, out, _ = rewritten
+    src, out, summary = rewritten
+    backend = summary["backend"]
     before = src.read_bytes()
     cases = [
         (out, "already rewritten"),
@@ -91,23 +76,24 @@ def test_rewrite_refuses_bad_inputs(rewritten, corpus_builds, tmp_path):
     (tmp_path / "junk.elf").write_bytes(b"\x7fELF" + b"\xff" * 40)
     cases.append((tmp_path / "junk.elf", ""))
     for path, message in cases:
-        r = run_afterburn("rewrite", "--backend", "xen", str(path), "-o", str(tmp_path / "o.elf"))
+        r = run_afterburn("rewrite", "--backend", backend, str(path), "-o", str(tmp_path / "o.elf"))
         assert r.returncode == 2, (path, r.stderr)
         assert message in r.stderr and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
-    r = run_afterburn("rewrite", "--backend", "xen", str(src), "-o", str(src))
+    r = run_afterburn("rewrite", "--backend", backend, str(src), "-o", str(src))
     assert r.returncode == 2 and "overwrite the input" in r.stderr
     assert src.read_bytes() == before
     assert not (tmp_path / "o.elf").exists()
 
 
-def test_unpatchable_sites_are_listed_and_nothing_is_written(tmp_path):
+@pytest.mark.parametrize("backend", REWRITING)
+def test_unpatchable_sites_are_listed_and_nothing_is_written(tmp_path, backend):
     # 16-bit addressing in 32-bit code, and string I/O through another
     # segment, have no template (the wedge would compute the wrong address):
     # both sites must be reported.
     body = "    lgdt (%si)\n    rep outsb %fs:(%esi), (%dx)\n    EXIT 0\n"
     kernel = sitebench.build_bench(tmp_path, "k", PRELUDE + body)
-    out = tmp_path / "k.xen.elf"
-    r = run_afterburn("rewrite", "--backend", "xen", str(kernel), "-o", str(out), "--json")
+    out = tmp_path / f"k.{backend}.elf"
+    r = run_afterburn("rewrite", "--backend", backend, str(kernel), "-o", str(out), "--json")
     assert r.returncode == 1
     report = json.loads(r.stdout)
     assert report["ok"] is False
@@ -115,7 +101,7 @@ def test_unpatchable_sites_are_listed_and_nothing_is_written(tmp_path):
         ("lgdt", "16-bit addressing"), ("outs", "segment override on string I/O")]
     assert all(p["symbol"].startswith("_start+") for p in report["unpatchable"])
     assert not out.exists()
-    r = run_afterburn("rewrite", "--backend", "xen", str(kernel), "-o", str(out))
+    r = run_afterburn("rewrite", "--backend", backend, str(kernel), "-o", str(out))
     assert r.returncode == 1 and "2 site(s) cannot be patched" in r.stderr and "lgdt" in r.stdout
 
 
@@ -135,20 +121,20 @@ def test_diff_agrees_on_a_corpus_guest(corpus_builds):
 
 def test_diff_shows_the_first_divergence(tmp_path):
     annotated = sitebench.annotate(PRELUDE + BODY_IO, tmp_path, "k")
-    kernel = sitebench.link([sitebench.assemble_text(_strip_record(annotated, "inb $0x60, %al"), tmp_path, "k")],
+    kernel = sitebench.link([sitebench.assemble_text(strip_record(annotated, "inb $0x60, %al"), tmp_path, "k")],
                             tmp_path, "k")  # fmt: skip
     r = run_afterburn("diff", str(kernel), "--json")
     assert r.returncode == 1
     rep = json.loads(r.stdout)
     assert not rep["agree"]
-    xen = rep["backends"][1]
-    assert xen["divergence"]["field"] == "serial" and xen["observation"]["ending"]["reason"] == "escape"
+    first = rep["backends"][1]
+    assert first["divergence"]["field"] == "serial" and first["observation"]["ending"]["reason"] == "escape"
     r = run_afterburn("diff", str(kernel))
     assert r.returncode == 1
-    assert "first divergence: xen vs bare (serial)" in r.stdout and "escape" in r.stdout
+    assert f"first divergence: {first['backend']} vs {REFERENCE} (serial)" in r.stdout and "escape" in r.stdout
 
 
-@pytest.mark.parametrize("backends", ["bare", "bare,bare", "bare,nosuch"])
+@pytest.mark.parametrize("backends", [REFERENCE, f"{REFERENCE},{REFERENCE}", f"{REFERENCE},nosuch"])
 def test_diff_bad_backends(corpus_builds, backends):
     r = run_afterburn("diff", str(corpus_builds["annotated"] / "hello.elf"), "--backends", backends)
     assert r.returncode == 2 and r.stderr.startswith("afterburn: error: diff:")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from .backend_params import REFERENCE
 from .kernels import build_kernel
 from .test_cli import one_line_error
 from .conftest import run_afterburn
@@ -23,7 +24,7 @@ def test_json_observation(tmp_path):
     obs = json.loads(r.stdout)
     assert r.returncode == 0x17
     assert obs["serial"] == "hi\n" and obs["ending"] == {"reason": "exit", "code": 0x17, "detail": "", "status": 0x17}
-    assert obs["backend"] == "bare" and obs["stats"]["instructions"] > 0
+    assert obs["backend"] == REFERENCE and obs["stats"]["instructions"] > 0
     assert [0x3F8, 1, ord("h")] in obs["io_trace"]
     assert obs["cpu"]["cr0"] & 1
 

@@ -77,8 +77,8 @@ class WedgeImage:
         return self.sym("vcpu")
 
 
-def _sources(backend: str) -> list[Path]:
-    return sorted((SRC / "src").glob("*.[cS]")) + sorted((SRC / backend).glob("*.[cS]"))
+def _sources(layer: Path) -> list[Path]:
+    return sorted((SRC / "src").glob("*.[cS]")) + sorted(layer.glob("*.[cS]"))
 
 
 def _cache_root() -> Path:
@@ -95,20 +95,23 @@ def _gcc() -> str:
 _BUILT: dict[tuple, WedgeImage] = {}
 
 
-def build(backend: str, cfg: WedgeConfig, headers: dict[str, str] | None = None) -> WedgeImage:
-    """The wedge for a backend layer (a directory next to src/), built if
-    needed, once per process: the frontend, the layer's ``be_*`` primitives,
-    ``wedge_abi.h`` generated for ``cfg``, and the backend's own generated
-    ``headers`` (name -> text)."""
+def build(layer: str | Path, cfg: WedgeConfig, headers: dict[str, str] | None = None) -> WedgeImage:
+    """The wedge for a backend layer, built if needed, once per process: the
+    frontend, the layer's ``be_*`` primitives (and any entry stubs that
+    replace the weak defaults of ``src/bounce.S``), ``wedge_abi.h`` generated
+    for ``cfg``, and the backend's own generated ``headers`` (name -> text).
+    ``layer`` is a directory next to src/, by name, or any directory."""
+    layer = layer if isinstance(layer, Path) else SRC / layer
+    backend = layer.name
     headers = {"wedge_abi.h": c_header(cfg), **(headers or {})}
-    key = (backend, cfg, tuple(sorted(headers.items())))
+    key = (str(layer), cfg, tuple(sorted(headers.items())))
     if key in _BUILT:
         return _BUILT[key]
-    if not (SRC / backend).is_dir():
+    if not layer.is_dir():
         raise AfterburnError(f"no wedge layer for backend {backend!r}")
-    sources = _sources(backend)
+    sources = _sources(layer)
     h = hashlib.sha256()
-    for p in sources + sorted((SRC / "src").glob("*.h")) + sorted((SRC / backend).glob("*.h")):
+    for p in sources + sorted((SRC / "src").glob("*.h")) + sorted(layer.glob("*.h")):
         h.update(p.name.encode() + b"\0" + p.read_bytes())
     for name, text in sorted(headers.items()):
         h.update(name.encode() + b"\0" + text.encode())
@@ -120,12 +123,12 @@ def build(backend: str, cfg: WedgeConfig, headers: dict[str, str] | None = None)
     out_dir = _cache_root() / f"{backend}-ring{cfg.ring}-{h.hexdigest()[:16]}"
     elf_path = out_dir / f"wedge-{backend}.elf"
     if not elf_path.exists():
-        _compile(backend, headers, sources, out_dir, elf_path)
+        _compile(layer, headers, sources, out_dir, elf_path)
     _BUILT[key] = _load(backend, elf_path)
     return _BUILT[key]
 
 
-def _compile(backend: str, headers: dict[str, str], sources: list[Path], out_dir: Path, elf_path: Path) -> None:
+def _compile(layer: Path, headers: dict[str, str], sources: list[Path], out_dir: Path, elf_path: Path) -> None:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -135,11 +138,13 @@ def _compile(backend: str, headers: dict[str, str], sources: list[Path], out_dir
         objs = []
         for src in sources:
             obj = tmp / (src.parent.name + "-" + src.name + ".o")
-            r = subprocess.run([_gcc(), *CFLAGS, f"-I{tmp}", f"-I{SRC / 'src'}", f"-I{SRC / backend}", "-c", str(src),
+            r = subprocess.run([_gcc(), *CFLAGS, f"-I{tmp}", f"-I{SRC / 'src'}", f"-I{layer}", "-c", str(src),
                                 "-o", str(obj)],
                                capture_output=True, text=True)  # fmt: skip
             if r.returncode != 0:
-                raise AfterburnError(f"building the wedge failed: {r.stderr.strip().splitlines()[0] if r.stderr else src}")
+                lines = r.stderr.strip().splitlines()
+                first = next((ln for ln in lines if "error" in ln), lines[0] if lines else str(src))
+                raise AfterburnError(f"building the wedge failed: {first}")
             objs.append(str(obj))
         out = tmp / elf_path.name
         r = subprocess.run(["ld", "-m", "elf_i386", "-T", str(tmp / "wedge.ld"), "-o", str(out), *objs],

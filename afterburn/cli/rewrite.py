@@ -15,7 +15,10 @@ def add_parser(sub) -> None:
                     "of sites that cannot be patched, writing nothing.",
     )  # fmt: skip
     p.add_argument("kernel", help="annotated multiboot ELF kernel (afterburn cc)")
-    p.add_argument("--backend", required=True, help="backend to rewrite for (e.g. xen)")
+    from backends import BACKENDS
+
+    rewriting = ", ".join(name for name, cls in BACKENDS.items() if cls.rewrites)
+    p.add_argument("--backend", required=True, help=f"backend to rewrite for ({rewriting})")
     p.add_argument("-o", "--output", help="output ELF")
     p.add_argument("--check", action="store_true",
                    help="only check that every site fits (works on annotated objects and modules too)")

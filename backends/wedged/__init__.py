@@ -581,18 +581,25 @@ class WedgedBackend(Backend):
 
     def port_io(self, arg: int) -> int:
         """One port access, or a string of them (``struct pio`` at ``arg``)."""
-        m = self.m
         req = PIO.unpack(self.guest_read(arg, PIO.size))
-        port, size, flags, count, buf = req["port"], req["size"], req["flags"], req["count"], req["buf"]
+        result = self.pio(**req)
+        if req["flags"] & PIO_IN and not req["flags"] & PIO_STRING:
+            self.guest_write(arg + PIO.offsets["value"], struct.pack("<I", result))
+            return 0
+        return result
+
+    def pio(self, port: int, size: int, flags: int, value: int = 0, count: int = 0, buf: int = 0) -> int:
+        """Carry out one ``struct pio`` request: the value read (IN), or the
+        elements done (string forms; their buffer is guest-virtual)."""
+        m = self.m
         m.stats.exits["io"] += 1
         m.sync_clock()
         if size not in (1, 2, 4):
             raise Kill(f"port I/O of size {size}")
         if not flags & PIO_STRING:
             if flags & PIO_IN:
-                self.guest_write(arg + PIO.offsets["value"], struct.pack("<I", m.bus.read(port, size)))
-            else:
-                m.bus.write(port, size, req["value"])
+                return m.bus.read(port, size)
+            m.bus.write(port, size, value)
             return 0
         step = -size if flags & PIO_REP_BACKWARD else size
         done = 0

@@ -78,12 +78,18 @@ class GuestMmu:
 
     def _fill(self, uc, vaddr: int, access: int, entry, _user) -> bool:
         self.fills += 1
-        r = self.translate(vaddr, access == C.UC_MEM_WRITE, self.b.in_user_mode(), update=True)
+        r = self.fill(vaddr, access == C.UC_MEM_WRITE)
         if isinstance(r, Refusal):
             self.fault = r
             return False
         entry.paddr, entry.perms = r
         return True
+
+    def fill(self, va: int, write: bool) -> tuple[int, int] | Refusal:
+        """The translation the CPU uses.  Here: the guest's own page tables,
+        walked as the hardware would; a backend whose address spaces belong
+        to a host (an L4 kernel's, a Linux host's) answers from those."""
+        return self.translate(va, write, self.b.in_user_mode(), update=True)
 
     def set_mode(self, paging: bool, wp: bool, pse: bool) -> None:
         self.paging, self.wp, self.pse = paging, wp, pse

@@ -412,6 +412,11 @@ def classify(insn) -> Kind | None:
     return None
 
 
+def candidate_att(mnemonic: str) -> bool:
+    """Whether some kind has this AT&T mnemonic (lower case, no prefixes)."""
+    return mnemonic in _BY_ATT
+
+
 def classify_att(mnemonic: str, operands: list[str]) -> Kind | None:
     """The kind of an AT&T statement (mnemonic lower-cased, prefixes removed,
     operands split at top-level commas), or None."""

@@ -95,13 +95,20 @@ class ObjResult:
         return sum(self.sites.values())
 
 
-def code_blobs(syms: list[Symbol], n: int) -> list[tuple[int, int, str, str]]:
+def code_blobs(syms: list[Symbol], n: int, data: bytes | None = None, relocated: set[int] | None = None
+               ) -> list[tuple[int, int, str, str]]:  # fmt: skip
     """Code copied elsewhere at run time, whose internal layout and size the
     assembler computed where no relocation shows it: (start, end, name, name)
     for ``X_start``/``X_end`` (or ``Xstart``/``Xend``) pairs of *labels*, i.e.
     symbols that are not functions (GRUB's relocator and int15 hook; a pair
     of functions named so, like Linux's ``*_transaction_start``, is not a
-    blob).  Overlapping pairs merge."""
+    blob).  Overlapping pairs merge.
+
+    Given the section's bytes (and its relocated offsets), a pair that a
+    gas-resolved branch crosses is no blob: code copied elsewhere cannot
+    reach, or be reached by, a relative branch nobody relocates.  Linux's
+    ``__irqentry_text_start``/``_end`` only mark a range, and its stubs jump
+    out to ``handle_exception``."""
     labels = {s.name: s for s in syms if s.type != STT_FUNC and not (s.type == STT_OBJECT and s.size)}
     out = []
     for name, s in labels.items():
@@ -111,6 +118,9 @@ def code_blobs(syms: list[Symbol], n: int) -> list[tuple[int, int, str, str]]:
                 if end is not None and s.value < end.value <= n:
                     out.append((s.value, end.value, name, end.name))
                 break
+    if data is not None and out:
+        crossing = _resolved_branches(data, relocated or set(), {s.value for s in syms})
+        out = [b for b in out if not any((b[0] <= src < b[1]) != (b[0] <= t < b[1]) for src, t in crossing)]
     out.sort()
     merged: list[tuple[int, int, str, str]] = []
     for b in out:
@@ -120,6 +130,19 @@ def code_blobs(syms: list[Symbol], n: int) -> list[tuple[int, int, str, str]]:
         else:
             merged.append(b)
     return merged
+
+
+def _resolved_branches(data: bytes, relocated: set[int], starts: set[int]) -> list[tuple[int, int]]:
+    """(branch, target) for every direct branch gas resolved (no relocation
+    in it), decoding linearly from every symbol."""
+    out = []
+    bounds = sorted({0, len(data)} | {s for s in starts if 0 <= s < len(data)})
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        for off, size, _, _ in decode.lite_run(data[:b], a, b):
+            t = decode.direct_branch(data[off : off + size], off + size)
+            if t is not None and not any(off + i in relocated for i in range(1, size)):
+                out.append((off, t[0]))
+    return out
 
 
 class _Refuse(Exception):
@@ -256,10 +279,13 @@ class _Annotator:
         if self.signed:
             res.messages.append("module signature dropped (it would no longer match)")
         fixed = self._fixed_ranges()
+        ambiguous = self._ambiguous_references()
         for sec in obj.sections:
             if not sec.is_exec or not sec.data:
                 continue
             try:
+                if sec.index in ambiguous:
+                    raise _Refuse(ambiguous[sec.index])
                 units = self._code_units(sec, fixed.get(sec.index, []))
                 self._lay_out(sec, units)
                 self._check_alt_lengths(sec, units)
@@ -323,6 +349,30 @@ class _Annotator:
                 self.excluded.append((sec.index, 0, len(sec.data), sitefmt.Why.ALTERNATIVES))
         return out
 
+    def _ambiguous_references(self) -> dict[int, str]:
+        """Code sections named by a section-relative address that lies
+        outside them: ``.head.text + 0x4000005a`` is what gas makes of
+        Linux's ``_pa(1f)`` (a label minus PAGE_OFFSET).  Which instruction
+        it means cannot be told, so such a section cannot move."""
+        obj = self.obj
+        out: dict[int, str] = {}
+        for rs in obj.rel_sections:
+            src = obj.sections[rs.target]
+            if not src.is_alloc:
+                continue
+            data = bytes(src.data)
+            for r in rs.relocs:
+                sym = obj.symbols[r.sym]
+                idx = sym.defined_in
+                if idx is None or sym.type != STT_SECTION or not obj.sections[idx].is_exec or idx in out:
+                    continue
+                k = self._pc_bias(rs.target, r.offset, data) if r.type in I386_PC_BASED else 0
+                where = sym.value + r.addend + k
+                if not 0 <= where <= len(obj.sections[idx].data):
+                    out[idx] = (f"{src.name}+{r.offset:#x} refers to {obj.sections[idx].name}"
+                                f"{where:+#x}, outside the section: which instruction it means cannot be told")
+        return out
+
     def _check_alt_lengths(self, sec, units: list[Unit]) -> None:
         """An .altinstructions original's length is one byte: it must still fit."""
         if not units or not any(u.kind == SITE for u in units):
@@ -365,7 +415,7 @@ class _Annotator:
                     opaque.append((s.value, min(n, s.value + s.size), f"data object {s.name}"))
                 else:
                     starts.add(s.value)
-        blobs = self._blobs(syms, n)
+        blobs = self._blobs(syms, n, data, set(reloc_at))
         self.blobs = [(sec.index, a, b, why) for a, b, why in blobs]
         opaque += blobs
         opaque.sort()
@@ -423,9 +473,9 @@ class _Annotator:
             self._targets = out
         return self._targets
 
-    def _blobs(self, syms: list[Symbol], n: int) -> list[tuple[int, int, str]]:
+    def _blobs(self, syms: list[Symbol], n: int, data: bytes, relocated: set[int]) -> list[tuple[int, int, str]]:
         return [(a, b, f"inside {x}..{y}, code copied elsewhere at run time (its layout must not change)")
-                for a, b, x, y in code_blobs(syms, n)]  # fmt: skip
+                for a, b, x, y in code_blobs(syms, n, data, relocated)]  # fmt: skip
 
     def _decode_run(self, data: bytes, start: int, end: int, units: list[Unit]) -> int:
         """Decode [start, end) into units.  ``disasm_lite`` (no objects, no

@@ -90,6 +90,25 @@ def size_of(insn, data: bytes, offset: int, bits: int = 32) -> int:
     return true_size(data, offset, insn.size, insn.mnemonic, bits)
 
 
+# Capstone 5.0.9 does not know some instructions at all.  Every register
+# form of the 0F 01 group (ModRM >= C0) is one 3-byte instruction (vmcall,
+# monitor, clac, xgetbv, serialize, wrmsrns, ...); the ones capstone lacks
+# get their length here, and a name where it is known (Linux 6.1's
+# sync_core() uses serialize).
+_GROUP7_NAMES = {0xC5: "pconfig", 0xC6: "wrmsrns", 0xCF: "encls", 0xD7: "enclu", 0xC0: "enclv", 0xE8: "serialize",
+                 0xE9: "seamcall", 0xEA: "ui_group", 0xEE: "rdpkru", 0xEF: "wrpkru"}  # fmt: skip
+
+
+def _unknown_to_capstone(data: bytes, offset: int) -> tuple[int, str] | None:
+    """(length, mnemonic) of an instruction capstone cannot decode, if known."""
+    p = offset
+    while p < len(data) and data[p] in _PREFIXES and p - offset < 14:
+        p += 1
+    if data[p : p + 2] == b"\x0f\x01" and p + 2 < len(data) and data[p + 2] >= 0xC0:
+        return p + 3 - offset, _GROUP7_NAMES.get(data[p + 2], f"0f01{data[p + 2]:02x}")
+    return None
+
+
 def lite_run(data: bytes, start: int, end: int, bits: int = 32):
     """``(offset, size, mnemonic, op_str)`` for the instructions decoded
     linearly from ``start`` up to ``end`` (an instruction may run past
@@ -107,13 +126,20 @@ def lite_run(data: bytes, start: int, end: int, bits: int = 32):
                     return
                 fixed = true_size(data, address, size, mnemonic, bits)
                 yield address, fixed, mnemonic, op_str
+                pos = address + fixed
                 if fixed != size:
-                    resync = address + fixed  # capstone's stream after it is misaligned: restart
+                    resync = pos  # capstone's stream after it is misaligned: restart
                     break
         except CsError:
             return
         if resync is None:
-            return
+            # Capstone stopped at pos: an instruction it does not know, or
+            # bytes that are no instruction.
+            known = _unknown_to_capstone(data, pos) if pos < end else None
+            if known is None:
+                return
+            yield pos, known[0], known[1], ""
+            resync = pos + known[0]
         pos = resync
 
 

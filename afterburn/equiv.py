@@ -306,7 +306,9 @@ class _Checker:
         compared as blocks, never decoded."""
         syms = [s for s in self.old.symbols if s.defined_in == idx and s.name]
         out = [(s.value, min(n, s.value + s.size)) for s in syms if s.type == STT_OBJECT and s.size and s.value < n]
-        out += [(a, b) for a, b, _, _ in code_blobs(syms, n)]
+        data = bytes(self.old.sections[idx].data)
+        relocated = {r.offset for r in self.old.relocs_for(idx)}
+        out += [(a, b) for a, b, _, _ in code_blobs(syms, n, data, relocated)]
         return sorted(out)
 
     @staticmethod

@@ -246,18 +246,32 @@ def read_site_table(elf: Elf) -> SiteTable:
     return SiteTable(FORMAT_VERSION, file_isa, sites, regions)
 
 
+def data_kind(sec: Section, i: int) -> int:
+    """The kind byte of record ``i``."""
+    return sec.data[i * RECORD_SIZE + 4]
+
+
 def _resolve_targets(elf: Elf, sec: Section) -> list[tuple[Section, int]]:
     """(section, offset) each record's self-relative offset points at."""
     n = sec.size // RECORD_SIZE
     if not elf.is_relocatable:
-        out = []
+        out: list[tuple[Section, int]] = []
+        started: set[int] = set()  # sections with an exclude_begin so far
         for i in range(n):
             rel = RECORD.unpack_from(sec.data, i * RECORD_SIZE)[0]
             addr = (sec.addr + i * RECORD_SIZE + rel) & ((1 << elf.bits) - 1)
             target = elf.section_at(addr)
+            if data_kind(sec, i) == isa.EXCL_END.id:
+                # The end of an excluded region may be the end of its
+                # section, which is where the next section (if any) starts:
+                # the region's own section, if it ends there, wins.
+                ending = next((s for s in elf.sections if s.index in started and s.addr + s.size == addr), None)
+                target = ending or target
             if target is None:
                 raise FormatError(f"{elf.path}: {SECTION} record {i} points at {addr:#x}, outside any section")
             out.append((target, addr - target.addr))
+            if data_kind(sec, i) == isa.EXCL_BEGIN.id:
+                started.add(target.index)
         return out
     relocs = {r.offset: r for r in elf.relocations(sec)}
     pc_types = I386_PC_RELATIVE if elf.bits == 32 else {R_X86_64_PC32}

@@ -44,8 +44,9 @@ class FileResult:
     # class -> (count, example)
     classes: dict[str, list] = field(default_factory=dict)
     # Bytes objdump prints as ".byte"/"(bad)": it would not decode them (an
-    # instruction running across a symbol, or no instruction at all).  Not a
-    # length objdump vouches for, so listed apart.
+    # instruction running across a symbol, or no instruction at all), and
+    # objdump's "finit" for fwait + fninit.  Not lengths objdump vouches
+    # for, so listed apart.
     declined: dict[str, list] = field(default_factory=dict)
     error: str | None = None
 
@@ -105,7 +106,10 @@ def check_file(path: str) -> FileResult:
                 n = ours.get(off)
                 if n != len(raw):
                     key = _class(raw, text, n)
-                    table = res.declined if text.startswith((".byte", "(bad)")) else res.classes
+                    # objdump shows "fwait; fninit" as one "finit": the CPU
+                    # executes two instructions (FWAIT is no prefix), as we read it.
+                    fwait = raw[:1] == b"\x9b" and n == 1 and ours.get(off + 1) == len(raw) - 1
+                    table = res.declined if text.startswith((".byte", "(bad)")) or fwait else res.classes
                     entry = table.setdefault(key, [0, f"{path} {sec.name}+{off:#x}: {raw.hex()} {text}"])
                     entry[0] += 1
                     # Resynchronise at objdump's next instruction.
@@ -170,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, n in total.most_common():
             print(f"  {n:8d}  {k}\n            e.g. {example[k]}")
         if declined:
-            print(f"{sum(declined.values())} places objdump did not decode (.byte or (bad)):")
+            print(f"{sum(declined.values())} places objdump did not decode (.byte, (bad)) or merged (fwait):")
             for k, n in declined.most_common():
                 print(f"  {n:8d}  {k}\n            e.g. {example[k]}")
         for e in summary["errors"]:

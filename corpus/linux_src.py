@@ -168,6 +168,51 @@ def build(src: Path, build_dir: Path, cc: str | None = None, jobs: int = 2, targ
     return BuildResult(r.returncode, wall, cpu, r.stdout + r.stderr)
 
 
+def _built_objects(build_dir: Path) -> list[Path]:
+    """The objects of a build that end up in vmlinux or bzImage, as Kbuild
+    compiled them (a .o with a .cmd), without the real-mode ones (-m16:
+    arch/x86/boot, arch/x86/realmode/rm), which afterburn cc leaves to gcc too,
+    and without host tools and link intermediates."""
+    out = []
+    for o in sorted(build_dir.rglob("*.o")):
+        rel = o.relative_to(build_dir).as_posix()
+        if rel.startswith(("scripts/", "tools/", "usr/")) or rel in ("vmlinux.o",) or rel.startswith(".tmp"):
+            continue
+        if (rel.startswith("arch/x86/boot/") and not rel.startswith("arch/x86/boot/compressed/")) \
+                or rel.startswith("arch/x86/realmode/rm/"):  # fmt: skip
+            continue
+        if not (o.parent / f".{o.name}.cmd").exists():
+            continue  # not compiled by Kbuild (a prelinked file)
+        with open(o, "rb") as f:
+            head = f.read(20)
+        if head[4:5] != b"\x01" or head[18:20] != b"\x03\x00":
+            continue  # a host tool's object (x86-64), not the kernel's
+        if "-m16" in (o.parent / f".{o.name}.cmd").read_text().split("\n", 1)[0]:
+            continue
+        out.append(o)
+    return out
+
+
+def object_path(plain: Path, out: Path, jobs: int = 2) -> tuple[list, BuildResult]:
+    """The object path (issue 9): copy the plain build, annotate every
+    object with ``afterburn annotate``, and let Kbuild link them again.
+    Returns the per-object results and the link's result."""
+    from afterburn import batch
+
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(plain, out, symlinks=True)
+    # Kbuild's generated Makefile names the build directory: point it here.
+    mk = out / "Makefile"
+    if mk.exists():
+        mk.write_text(mk.read_text().replace(str(plain), str(out)))
+    objects = _built_objects(out)
+    results = batch.run([(str(o), str(o)) for o in objects], jobs)
+    later = time.time() + 2  # newer than anything Kbuild made: it relinks, and compiles nothing
+    for o in objects:
+        os.utime(o, (later, later))
+    return results, build(source(), out, jobs=jobs)
+
+
 def qemu_command(build_dir: Path, vmlinux: bool = False) -> list[str]:
     kernel = build_dir / ("vmlinux" if vmlinux else "arch/x86/boot/bzImage")
     qemu = shutil.which("qemu-system-i386") or "qemu-system-i386"
@@ -191,7 +236,7 @@ def boot(build_dir: Path, vmlinux: bool = False, timeout: float = 120) -> tuple[
 # banners and figures that move with code size.
 _VARIES = [
     (re.compile(r"(Linux version \S+) \(.*"), r"\1 (BUILD STAMP)"),
-    (re.compile(r"\b\d+K(/\d+K)?\b"), "nK"),
+    (re.compile(r"\b\d+[Kk](/\d+K)?\b"), "nK"),
     (re.compile(r"\b0x[0-9a-f]{8}-0x[0-9a-f]{8}\b"), "RANGE"),
     (re.compile(r"\[mem 0x[0-9a-f]+-0x[0-9a-f]+\]"), "[mem RANGE]"),
     (re.compile(r"(Freeing unused kernel image \(\w+\) memory:) \d+K"), r"\1 nK"),
@@ -206,7 +251,7 @@ def normalize(log: str) -> str:
     out = []
     for line in log.splitlines():
         line = re.sub(r"^\[\s*\d+\.\d+\] ", "", line)
-        if re.search(r"BogoMIPS|calibrat|tsc: |clocksource|Refined TSC|MHz processor", line):
+        if re.search(r"BogoMIPS|calibrat|tsc: |clocksource|Refined TSC|MHz processor|sched_clock: Marking stable", line):
             continue
         for pat, rep in _VARIES:
             line = pat.sub(rep, line)
@@ -226,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("build", type=Path)
     b.add_argument("--cc", help='the C compiler, e.g. "afterburn cc" (default: the kernel\'s gcc)')
     b.add_argument("-j", "--jobs", type=int, default=2)
+    op = sub.add_parser("objpath", help="annotate the objects of a plain build (afterburn annotate) and relink")
+    op.add_argument("plain", type=Path)
+    op.add_argument("out", type=Path)
+    op.add_argument("-j", "--jobs", type=int, default=2)
     q = sub.add_parser("boot", help="boot BUILD's kernel in QEMU; print the console log")
     q.add_argument("build", type=Path)
     q.add_argument("--vmlinux", action="store_true", help="boot vmlinux through its PVH note, not bzImage")
@@ -246,6 +295,16 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(res.log)
             print(f"linux_src: build exit {res.status}, wall {res.wall:.1f} s, cpu {res.cpu:.1f} s", file=sys.stderr)
             return 0 if res.status == 0 else 1
+        elif args.cmd == "objpath":
+            results, res = object_path(args.plain.resolve(), args.out.resolve(), args.jobs)
+            failed = [r for r in results if not r.ok]
+            for r in failed:
+                print(f"linux_src: {r.input}: {r.error}", file=sys.stderr)
+            print(f"linux_src: {len(results)} objects annotated ({sum(r.sites for r in results)} sites, "
+                  f"{len(failed)} failed); relink exit {res.status}, cpu {res.cpu:.1f} s", file=sys.stderr)  # fmt: skip
+            if res.status != 0:
+                sys.stdout.write(res.log)
+            return 0 if res.status == 0 and not failed else 1
         elif args.cmd == "boot":
             log, status = boot(args.build.resolve(), args.vmlinux)
             sys.stdout.write(normalize(log) if args.normalize else log)

@@ -400,3 +400,64 @@ def test_bytes_that_do_not_decode_leave_their_section_unchanged(tmp_path):
     assert all("do not decode" in s.reason for s in res.skipped)
     assert check(plain_o.read_bytes(), ann_o.read_bytes()).ok
     assert verify(Elf(ann_o)).ok  # the whole section is an excluded region
+
+
+def test_comdat_groups_survive(tmp_path):
+    """gcc puts __x86.get_pc_thunk.* in a COMDAT group in every object that
+    uses one; the group names its signature symbol by index, which a new
+    local symbol shifts.  Two annotated objects must still link."""
+    src = ("extern int g; static int f(void) { __asm__ volatile(\"cli\"); return g; }\n"
+           "int NAME(void) { return f(); }\n")  # fmt: skip
+    objs = []
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.c").write_text(src.replace("NAME", name))
+        subprocess.run(["gcc", "-m32", "-O2", "-fpie", "-fno-asynchronous-unwind-tables", "-c", f"{name}.c", "-o", f"{name}.o"], cwd=tmp_path, check=True)
+        raw = (tmp_path / f"{name}.o").read_bytes()
+        assert b"__x86.get_pc_thunk" in raw
+        res = annotate_object(raw, f"{name}.o")
+        (tmp_path / f"{name}.ann.o").write_bytes(res.data)
+        assert check(raw, res.data).ok
+        objs.append(f"{name}.ann.o")
+    r = subprocess.run(["ld", "-m", "elf_i386", "-r", "-o", "ab.o", *objs], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_range_a_branch_leaves_is_no_code_blob(tmp_path):
+    """X_start/X_end labels around code that jumps out (Linux's
+    __irqentry_text_start..end: stubs that jmp handle_exception) mark a
+    range; the code is not copied elsewhere.  Treated as a blob, its
+    unrelocated jump kept the old displacement and the kernel crashed on
+    the first exception."""
+    body = """
+    jmp past
+__stubs_start:
+    pushl $1
+    jmp common
+__stubs_end:
+past:
+    cli
+    pushl $2
+common:
+    popl %eax
+    EXIT 0
+"""
+    plain_o, ann_o, res = _objects(tmp_path, body)
+    assert res.skipped == [] and res.sites["cli"] == 1
+    assert check(plain_o.read_bytes(), ann_o.read_bytes()).ok
+    native = sitebench.run(sitebench.link([plain_o], tmp_path, "plain"), "bare", digest_low=False)
+    padded = sitebench.run(sitebench.link([ann_o], tmp_path, "ann"), "bare", digest_low=False)
+    assert native.ending.reason == padded.ending.reason == "exit"
+
+
+def test_an_address_outside_its_code_section_leaves_it_alone(tmp_path):
+    """gas turns Linux's ``_pa(1f)`` (a label minus PAGE_OFFSET) into
+    ``.text + 0x4000005a``: which instruction it means cannot be told, so
+    the section cannot move (the PVH entry code)."""
+    body = """
+    movl $(1f - 0xc0000000), %eax
+    cli
+1:  EXIT 0
+"""
+    plain_o, ann_o, res = _objects(tmp_path, body)
+    assert res.sites == {} and any(s.kind == "cli" and "outside the section" in s.reason for s in res.skipped)
+    assert check(plain_o.read_bytes(), ann_o.read_bytes()).ok

@@ -129,3 +129,17 @@ def test_int3_padding_rule(data, padding):
     assert decode.int3_padding(insns, data, set()) == padding
     # A name (symbol, branch or relocation target) makes an 0xCC an int3.
     assert decode.int3_padding(insns, data, padding) == set()
+
+
+def test_instructions_capstone_does_not_know(tmp_path):
+    """Linux 6.1's sync_core() uses serialize (0f 01 e8), which capstone
+    5.0.9 cannot decode: the object path left alternative.o unannotated and
+    the sweep stepped through it byte by byte.  The 0F 01 register forms
+    are 3 bytes each."""
+    obj = assemble("\t.text\nf:\tserialize\n\tcli\n\t.byte 0x0f,0x01,0xc6\n\tret\n", tmp_path)
+    data = Elf(obj).section(".text").data
+    assert [(a, n, m) for a, n, m, _ in decode.lite_run(data, 0, len(data))] == [
+        (0, 3, "serialize"), (3, 1, "cli"), (4, 3, "wrmsrns"), (7, 1, "ret")]
+    assert check_file(str(obj)).classes == {}
+    out = annotate_object(obj.read_bytes(), str(obj))
+    assert out.sites == {"cli": 1} and out.skipped == []

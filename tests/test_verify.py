@@ -149,3 +149,24 @@ def test_linker_fill_between_input_sections_is_not_code(tmp_path):
     c = assemble("\t.text\n\t.globl g\n\t.type g, @function\ng:\tint3\n\tret\n\t.size g, . - g\n" + NOTE, tmp_path, "b")
     subprocess.run(["ld", "-m", "elf_i386", "-T", str(script), "-e", "f", "-o", str(out), str(a), str(c)], check=True)
     assert [p.check for p in verify(Elf(out)).problems] == ["unannotated"]
+
+
+def test_linked_region_that_ends_its_section(tmp_path, as_assembler):
+    """An excluded region may end where its section ends, which in a linked
+    file is where the next section begins (vmlinux: .altinstr_replacement,
+    then .exit.text): the end belongs to the region's own section."""
+    from afterburn.annotate_asm import annotate_text
+
+    src = ("\t.text\n\t.globl f\nf:\tcli\n\tret\n\t.pushsection .altinstr_replacement,\"ax\"\n\tsti\n\t.popsection\n"
+           "\t.section .exit.text,\"ax\"\ng:\tnop\n\tret\n")  # fmt: skip
+    obj = assemble(annotate_text(src, "t.s", as_assembler).text, tmp_path, "t")
+    script = tmp_path / "k.lds"
+    script.write_text("SECTIONS { . = 0x100000; .text : { *(.text) } .altinstr_replacement : { *(.altinstr_replacement) }"
+                      " .exit.text : { *(.exit.text) } }\n")  # fmt: skip
+    out = tmp_path / "k.elf"
+    subprocess.run(["ld", "-m", "elf_i386", "-T", str(script), "-e", "f", "-o", str(out), str(obj)], check=True)
+    elf = Elf(out)
+    assert elf.section(".exit.text").addr == elf.section(".altinstr_replacement").addr + 1
+    table = read_site_table(elf)
+    assert [(r.section.name, r.end - r.start) for r in table.excluded] == [(".altinstr_replacement", 1)]
+    assert verify(elf, table).ok

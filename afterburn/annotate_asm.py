@@ -361,9 +361,19 @@ class _Emitter:
                     f"{NOANNOTATE}/{ANNOTATE}"
                 )
             return None
-        if stmt.is_empty or stmt.is_assignment or self.region is not None:
+        if stmt.is_empty or self.region is not None:
             return None
-        ins = parse_instruction(stmt.body)
+        body = stmt.body
+        if "\\" not in body:
+            # Most statements: an ordinary mnemonic, decided without
+            # splitting the operands.
+            first = body.split(None, 1)[0].lower()
+            if first not in _PREFIX_TOKENS and first not in self.macros and not first.startswith("{") and (
+                    not isa.candidate_att(first) or (first in _SHARED_MNEMONICS and not _SPECIAL_OPERAND.search(body))):
+                return None  # fmt: skip
+        if stmt.is_assignment:
+            return None
+        ins = parse_instruction(body)
         if ins is None:
             return "param" if "\\" in stmt.body else None
         if ins.mnemonic in self.macros:
@@ -568,13 +578,26 @@ class _Emitter:
 
 def _prefix_only(stmt: Stmt) -> bool:
     """A statement made only of prefixes, like ``rep`` in ``rep; insb``."""
-    return bool(stmt.body) and not stmt.labels and not stmt.is_directive and parse_instruction(stmt.body) is None
+    if not stmt.body or stmt.labels or stmt.is_directive:
+        return False
+    return all(t.lower() in _PREFIX_TOKENS for t in stmt.body.split())
+
+
+_PREFIX_TOKENS = isa.ATT_PREFIXES
+# Mnemonics shared with ordinary instructions: sensitive only with a
+# segment, control or debug register operand, or (jmp/call) as a far
+# transfer with two immediates.  A cheap test before parsing operands.
+_SHARED_MNEMONICS = frozenset(m for m in ("mov", "movl", "movw", "movq", "push", "pushl", "pushw", "pop", "popl",
+                                          "popw", "jmp", "call") if isa.candidate_att(m))  # fmt: skip
+_SPECIAL_OPERAND = re.compile(r"%(?:[cdefgs]s|cr\d+|dr\d+|db\d+)\b|\$.*,\s*\$", re.IGNORECASE)
 
 
 def is_annotated_text(src: str) -> bool:
     for raw in src.splitlines()[:5]:
         if raw.startswith("# afterburn: annotated"):
             return True
+    if sitefmt.SECTION not in src:
+        return False  # (the full check lexes every line)
     lexer = Lexer()
     for raw in src.splitlines():
         for s in lexer.line(raw).stmts:

@@ -30,14 +30,14 @@ Python start-up.
 from __future__ import annotations
 
 import os
-import shlex
 import stat
-import subprocess
 import sys
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from .errors import AfterburnError
+
+# Only what every call needs is imported here: a call that is gcc's costs
+# one Python start-up and nothing more (subprocess, pathlib, the annotator
+# and the server client are imported where they are used).
 
 # gcc options whose value may be the next argument.
 _TAKES_ARG = {
@@ -51,23 +51,27 @@ _SOURCE_LANGS = ("c", "cpp-output", "assembler", "assembler-with-cpp")
 _MODE_RANK = {"link": 0, "c": 1, "S": 2, "E": 3}  # gcc: -E beats -S beats -c
 
 
-@dataclass
 class Source:
-    path: str  # "-" is standard input
-    lang: str
+    __slots__ = ("path", "lang")
+
+    def __init__(self, path: str, lang: str) -> None:
+        self.path = path  # "-" is standard input
+        self.lang = lang
 
 
-@dataclass
 class Command:
-    common: list[str] = field(default_factory=list)  # flags for every step
-    deps: list[str] = field(default_factory=list)  # dependency flags (first step only)
-    inputs: list[object] = field(default_factory=list)  # Source or str (object/library), in order
-    output: str | None = None
-    mode: str = "link"  # link | c | S | E
-    has_mt: bool = False
-    wants_deps: bool = False
-    machine: str | None = None  # the last -m16/-m32/-m64/-mx32
-    lto: bool = False
+    """A gcc command line, as much of it as matters here."""
+
+    def __init__(self, common=None, deps=None, inputs=None, output=None, mode="link", has_mt=False,
+                 wants_deps=False, machine=None, lto=False) -> None:  # fmt: skip
+        self.common: list[str] = common if common is not None else []  # flags for every step
+        self.deps: list[str] = deps if deps is not None else []  # dependency flags (first step only)
+        self.inputs: list[object] = inputs if inputs is not None else []  # Source or str, in order
+        self.output: str | None = output
+        self.mode = mode  # link | c | S | E
+        self.has_mt, self.wants_deps = has_mt, wants_deps
+        self.machine: str | None = machine  # the last -m16/-m32/-m64/-mx32
+        self.lto = lto
 
     @property
     def sources(self) -> list[Source]:
@@ -124,7 +128,7 @@ def parse(argv: list[str]) -> Command:
                 cmd.machine = a
             cmd.lto |= a.startswith("-flto") and a != "-fno-lto"
         else:
-            src_lang = lang or _LANG_BY_EXT.get(Path(a).suffix)
+            src_lang = lang or _LANG_BY_EXT.get(os.path.splitext(a)[1])
             if src_lang in _SOURCE_LANGS:
                 cmd.inputs.append(Source(a, src_lang))
             else:
@@ -134,7 +138,12 @@ def parse(argv: list[str]) -> Command:
 
 
 def _gcc() -> list[str]:
-    return shlex.split(os.environ.get("AFTERBURN_CC", "gcc"))
+    cc = os.environ.get("AFTERBURN_CC", "gcc")
+    if not any(c in cc for c in "\"'\\"):
+        return cc.split()
+    import shlex
+
+    return shlex.split(cc)
 
 
 def targets_i386(cmd: Command) -> bool:
@@ -142,6 +151,8 @@ def targets_i386(cmd: Command) -> bool:
     -m flag says so, or, with none, the compiler's own default does."""
     if cmd.machine is not None:
         return cmd.machine == "-m32"
+    import subprocess
+
     try:
         r = subprocess.run(_gcc() + ["-dumpmachine"], capture_output=True, text=True)
     except OSError:
@@ -161,15 +172,26 @@ class _GccFailed(Exception):
 
 
 def _run(args: list[str]) -> None:
-    r = subprocess.run(args)
-    if r.returncode != 0:
-        raise _GccFailed(r.returncode)
+    """Run gcc with our stdio; its status, if not 0, becomes ours.  (os,
+    not subprocess: this runs once per compile, subprocess costs an import.)"""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        status = os.spawnvp(os.P_WAIT, args[0], args)
+    except OSError as e:
+        raise AfterburnError(f"afterburn cc: cannot run {args[0]}: {e.strerror}") from None
+    if status != 0:
+        raise _GccFailed(status if status > 0 else 128 - status)
+
+
+def _stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0] if path != "-" else "stdin"
 
 
 def _object_name(src: Source, cmd: Command, single: bool) -> str:
     if cmd.output and single:
         return cmd.output
-    stem = "-" if src.path == "-" else Path(src.path).with_suffix("").name
+    stem = "-" if src.path == "-" else os.path.splitext(os.path.basename(src.path))[0]
     return f"{stem}.o" if cmd.mode == "c" else f"{stem}.s"
 
 
@@ -178,7 +200,7 @@ def _dep_flags(cmd: Command, target: str) -> list[str]:
     if cmd.wants_deps and not any(f.startswith("-MF") for f in flags) and not any(
         f.startswith("-Wp,") for f in flags
     ):
-        flags += ["-MF", str(Path(target).with_suffix(".d"))]
+        flags += ["-MF", os.path.splitext(target)[0] + ".d"]
     if (cmd.wants_deps or flags) and not cmd.has_mt:
         flags += ["-MT", target]
     return flags
@@ -197,8 +219,6 @@ def in_place(path: str) -> bool:
 def write_output(path: str, data: bytes) -> None:
     """Write a final output as gcc would: ``-`` is stdout, a device or pipe
     is written in place, a regular file atomically."""
-    from .fsutil import write_atomic
-
     if path == "-":
         sys.stdout.flush()
         sys.stdout.buffer.write(data)
@@ -212,7 +232,37 @@ def write_output(path: str, data: bytes) -> None:
             raise AfterburnError(f"afterburn cc: cannot write {path}: {e.strerror}") from None
         return
     # Through a symlink, as gcc writes: the link stays, its target changes.
-    write_atomic(os.path.realpath(path), data)
+    _write_atomic(os.path.realpath(path), data)
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    """Write a temporary file next to ``path`` and rename it there: make
+    never sees half an object, and a failed compile leaves none.  (As gcc,
+    no fsync; os calls only, see the imports.)"""
+    d, name = os.path.split(path)
+    tmp = os.path.join(d, f".{name}.{os.getpid()}.afterburn-tmp")
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise AfterburnError(f"afterburn cc: cannot write {path}: {e.strerror}") from None
 
 
 class _Assembler:
@@ -220,33 +270,36 @@ class _Assembler:
     compile, into a private directory.  ``None`` means the flags made the
     assembler produce nothing (``-Wa,--version``): gcc's own call produces
     nothing either.  Only the final assembly's messages reach the user
-    (``echo``): a check assembly is ours, and ``gcc -S`` runs no assembler."""
+    (``echo``, kept in ``printed``): a check assembly is ours, and
+    ``gcc -S`` runs no assembler."""
 
-    def __init__(self, cmd: Command, tmp: Path, echo: bool = False) -> None:
-        self.cmd, self.tmp, self.echo = cmd, tmp, echo
+    def __init__(self, gcc: list[str], flags: list[str], tmp, echo: bool = False) -> None:
+        self.gcc, self.flags, self.tmp, self.echo = gcc, flags, tmp, echo
         self.count = 0
+        self.printed = ["", ""]  # stdout, stderr
 
     def __call__(self, text: str) -> bytes | None:
         self.count += 1
+        import subprocess
+
         tag = f"{'final' if self.echo else 'check'}-{self.count}"
         s, o = self.tmp / f"{tag}.s", self.tmp / f"{tag}.o"
         s.write_text(text)
-        r = subprocess.run(_gcc() + self.cmd.common + ["-c", "-x", "assembler", str(s), "-o", str(o)],
+        r = subprocess.run(self.gcc + self.flags + ["-c", "-x", "assembler", str(s), "-o", str(o)],
                            capture_output=True, text=True)  # fmt: skip
         if r.returncode != 0:
             first = next((ln for ln in r.stderr.splitlines() if "rror" in ln), r.stderr.strip())
             raise AfterburnError(f"afterburn cc: annotated assembler does not assemble: {first}")
-        if self.echo and (r.stdout or r.stderr):  # what the final assembly prints is the user's
-            sys.stdout.write(r.stdout)
-            sys.stdout.flush()
-            sys.stderr.write(r.stderr)
+        if self.echo:  # what the final assembly prints is the user's
+            self.printed[0] += r.stdout
+            self.printed[1] += r.stderr
         try:
             return o.read_bytes()
         except FileNotFoundError:
             return None
 
 
-def _read_text(src: Source, asm: Path | None) -> str:
+def _read_text(src: Source, asm) -> str:
     try:
         if asm is None:
             return sys.stdin.read()
@@ -255,45 +308,85 @@ def _read_text(src: Source, asm: Path | None) -> str:
         raise AfterburnError(f"afterburn cc: cannot read {asm or 'standard input'}: {e}") from None
 
 
-def compile_source(src: Source, cmd: Command, out: str, tmp: Path) -> None:
-    """Compile one source to an annotated object (or .s for -S) at ``out``."""
+def annotate_job(req: dict) -> dict:
+    """Annotate one text file and assemble it: the part of a compile that
+    needs the annotator.  Runs in the build's one server (ccserver) or, if
+    that cannot be had, in this process.  Reads ``req["text"]`` and writes
+    ``req["result"]`` (the object, or the text for -S); answers with what
+    to print and whether anything was written."""
+    from pathlib import Path
+
     from . import annotate_asm
 
-    stem = Path(src.path).stem if src.path != "-" else "stdin"
-    asm: Path | None = tmp / f"{stem}.s"
+    text = Path(req["text"]).read_text()
+    tmp = Path(req["tmp"])
+    assemble = _Assembler(req["gcc"], req["flags"], tmp)
+    if req["mode"] == "S":
+        res = annotate_asm.annotate_text(text, name=req["name"], assemble=assemble)
+        Path(req["result"]).write_text(res.text)
+        return {"written": True, "warnings": res.warnings, "stdout": "", "stderr": ""}
+    final = _Assembler(req["gcc"], req["flags"], tmp, echo=True)
+    obj = annotate_asm.annotate_to_object(text, name=req["name"], assemble=assemble, final=final)
+    if obj.data is not None:  # None: the flags asked the assembler for something else (-Wa,--version)
+        Path(req["result"]).write_bytes(obj.data)
+    return {"written": obj.data is not None, "warnings": obj.warnings, "stdout": final.printed[0],
+            "stderr": final.printed[1], "passes": obj.passes}  # fmt: skip
+
+
+def _annotate(req: dict) -> dict:
+    """The job, by the server if there is one (see ccserver), else here."""
+    from . import ccserver
+
+    reply = ccserver.request(req)
+    if reply is None:
+        reply = annotate_job(req)
+    if "error" in reply:
+        raise AfterburnError(reply["error"])
+    if "internal" in reply:
+        raise RuntimeError(reply["internal"])
+    sys.stdout.write(reply["stdout"])
+    sys.stdout.flush()
+    sys.stderr.write(reply["stderr"])
+    _warn(reply["warnings"])
+    return reply
+
+
+def compile_source(src: Source, cmd: Command, out: str, tmp: str) -> None:
+    """Compile one source to an annotated object (or .s for -S) at ``out``.
+    ``tmp`` is a private directory (an absolute path)."""
+    stem = _stem(src.path)
+    asm = os.path.join(tmp, f"{stem}.s")
     if src.lang in ("c", "cpp-output"):
-        _run(_gcc() + cmd.common + _dep_flags(cmd, out) + ["-S", "-x", src.lang, src.path, "-o", str(asm)])
+        _run(_gcc() + cmd.common + _dep_flags(cmd, out) + ["-S", "-x", src.lang, src.path, "-o", asm])
     elif src.lang == "assembler-with-cpp":
-        _run(_gcc() + cmd.common + _dep_flags(cmd, out) + ["-E", "-x", src.lang, src.path, "-o", str(asm)])
+        _run(_gcc() + cmd.common + _dep_flags(cmd, out) + ["-E", "-x", src.lang, src.path, "-o", asm])
+    elif src.path == "-":
+        with open(asm, "w") as f:
+            f.write(_read_text(src, None))
     else:
-        asm = None if src.path == "-" else Path(src.path)
-    if asm is not None and not asm.exists():
+        asm = os.path.abspath(src.path)
+    if not os.path.exists(asm):
         return  # gcc succeeded and wrote nothing (e.g. -fsyntax-only): neither do we
-    text = _read_text(src, asm)
-    assemble = _Assembler(cmd, tmp)
-    if cmd.mode == "S":
-        result = annotate_asm.annotate_text(text, name=src.path, assemble=assemble)
-        _warn(result.warnings)
-        write_output(out, result.text.encode())
+    text_out = cmd.mode == "S" or out == "-"
+    result = os.path.join(tmp, f"{stem}.afterburn.{'s' if text_out else 'o'}")
+    req = {"op": "annotate", "mode": "S" if text_out else "c", "text": asm, "name": src.path, "gcc": _gcc(),
+           "flags": cmd.common, "tmp": tmp, "result": result, "cwd": os.getcwd(), "env": dict(os.environ)}  # fmt: skip
+    reply = _annotate(req)
+    if not reply["written"]:
         return
-    if out == "-":
+    if cmd.mode != "S" and out == "-":
         # gcc hands "-o -" to the assembler: let the assembler do with the
         # annotated text whatever it does with gcc's (GNU as refuses).
-        result = annotate_asm.annotate_text(text, name=src.path, assemble=assemble)
-        _warn(result.warnings)
-        ann = tmp / f"{stem}.afterburn.s"
-        ann.write_text(result.text)
-        _run(_gcc() + cmd.common + ["-c", "-x", "assembler", str(ann), "-o", "-"])
+        _run(_gcc() + cmd.common + ["-c", "-x", "assembler", result, "-o", "-"])
         return
-    obj = annotate_asm.annotate_to_object(text, name=src.path, assemble=assemble, final=_Assembler(cmd, tmp, echo=True))
-    _warn(obj.warnings)
-    if obj.data is not None:  # None: the flags asked the assembler for something else (-Wa,--version)
-        write_output(out, obj.data)
+    with open(result, "rb") as f:
+        write_output(out, f.read())
 
 
 def _warn(warnings: list[str]) -> None:
     for w in warnings:
         print(f"afterburn cc: warning: {w}", file=sys.stderr)
+    sys.stderr.flush()
 
 
 def exec_gcc(argv: list[str]) -> None:
@@ -315,28 +408,74 @@ def main(argv: list[str]) -> int:
         raise AfterburnError("afterburn cc: -flto is not supported (gcc -S would emit LTO bytecode, not assembler)")
     if cmd.output and len(cmd.sources) > 1 and cmd.mode in ("c", "S"):
         raise AfterburnError(f"afterburn cc: cannot specify -o with -{cmd.mode} and multiple files")
-    import tempfile
-
+    tmp = _private_dir()
     try:
-        with tempfile.TemporaryDirectory(prefix="afterburn-cc-") as d:
-            tmp = Path(d)
-            if cmd.mode in ("c", "S"):
-                single = len(cmd.sources) == 1
-                for src in cmd.sources:
-                    compile_source(src, cmd, _object_name(src, cmd, single), tmp)
-                return 0
-            # Compile and link: annotated temporary objects replace the sources.
-            link_inputs = []
-            for n, item in enumerate(cmd.inputs):
-                if isinstance(item, Source):
-                    obj = tmp / f"{n}-{Path(item.path).stem}.o"
-                    sub = Command(cmd.common, cmd.deps, [item], None, "c", cmd.has_mt, cmd.wants_deps, cmd.machine)
-                    compile_source(item, sub, str(obj), tmp)
-                    link_inputs.append(str(obj))
-                else:
-                    link_inputs.append(item)
-            out = ["-o", cmd.output] if cmd.output else []
-            _run(_gcc() + cmd.common + link_inputs + out)
+        if cmd.mode in ("c", "S"):
+            single = len(cmd.sources) == 1
+            for src in cmd.sources:
+                compile_source(src, cmd, _object_name(src, cmd, single), tmp)
             return 0
+        # Compile and link: annotated temporary objects replace the sources.
+        link_inputs = []
+        for n, item in enumerate(cmd.inputs):
+            if isinstance(item, Source):
+                obj = os.path.join(tmp, f"{n}-{_stem(item.path)}.o")
+                sub = Command(cmd.common, cmd.deps, [item], None, "c", cmd.has_mt, cmd.wants_deps, cmd.machine)
+                compile_source(item, sub, obj, tmp)
+                link_inputs.append(obj)
+            else:
+                link_inputs.append(item)
+        out = ["-o", cmd.output] if cmd.output else []
+        _run(_gcc() + cmd.common + link_inputs + out)
+        return 0
     except _GccFailed as e:
         return e.status
+    finally:
+        _remove_dir(tmp)
+
+
+def _private_dir() -> str:
+    """A new directory only we can enter (tempfile's job, without its import)."""
+    base = os.environ.get("TMPDIR") or "/tmp"
+    for n in range(100):
+        d = os.path.join(base, f"afterburn-cc-{os.getpid()}-{n}")
+        try:
+            os.mkdir(d, 0o700)
+            return d
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise AfterburnError(f"afterburn cc: cannot create a directory in {base}: {e.strerror}") from None
+    raise AfterburnError(f"afterburn cc: cannot create a directory in {base}")
+
+
+def _remove_dir(d: str) -> None:
+    """Remove our private directory, which holds only files."""
+    try:
+        for name in os.listdir(d):
+            os.unlink(os.path.join(d, name))
+        os.rmdir(d)
+    except OSError:
+        pass
+
+
+def run(argv: list[str]) -> int:
+    """``afterburn cc`` as a command: errors as the rest of the command line
+    reports them (one line, status 2; a bug is status 3, without traceback)."""
+    try:
+        return main(argv)
+    except AfterburnError as e:
+        msg = str(e).replace("\n", " ")
+        print(f"afterburn: error: {msg}", file=sys.stderr)
+        return e.exit_status
+    except KeyboardInterrupt:
+        print("afterburn: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # a bug, not bad input
+        if os.environ.get("AFTERBURN_DEBUG"):
+            raise
+        print(f"afterburn: internal error: {type(e).__name__}: {e} (set AFTERBURN_DEBUG=1 for a traceback)",
+              file=sys.stderr)  # fmt: skip
+        return 3

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import bisect
 import struct
-from dataclasses import dataclass
 from functools import cache
+from typing import NamedTuple
 
 from capstone import CS_ARCH_X86, CS_MODE_32, CS_MODE_64, Cs, CsError
 from capstone import x86_const as X
@@ -188,10 +188,10 @@ def multiboot_headers(data: bytes) -> list[tuple[int, int]]:
     return out
 
 
-@dataclass(frozen=True)
-class Lite:
+class Lite(NamedTuple):
     """An instruction as ``disasm_lite`` gives it: enough for a sweep, ~10x
-    cheaper than a capstone instruction with operand detail."""
+    cheaper than a capstone instruction with operand detail.  (Tuples: a
+    sweep makes one per instruction.)"""
 
     address: int
     size: int
@@ -200,8 +200,7 @@ class Lite:
     bytes: bytes
 
 
-@dataclass(frozen=True)
-class Decoded:
+class Decoded(NamedTuple):
     """One instruction found by the sweep; ``site`` is set at a site start.
     ``padding``: an 0xCC byte that is filler, not an int3 (see
     :func:`int3_padding`); its ``kind`` is None."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -207,3 +208,47 @@ def test_make_with_afterburn_cc(project):
     # A second make is a no-op: the dependency files are right.
     r = subprocess.run(["make", f"CC={cc_cmd}"], cwd=project, capture_output=True, text=True)
     assert "is up to date" in r.stdout
+
+
+def test_the_build_server_and_the_caller_make_the_same_object(project, tmp_path, request):
+    """One server annotates for a whole build (afterburn/ccserver.py); the
+    object must be the one the caller would make itself, whether the server
+    is used, refused (AFTERBURN_CC_SERVER=0) or unusable (a socket
+    directory that is not private)."""
+    import os
+    import time
+
+    def build(env):
+        r = subprocess.run(CC + [*CFLAGS, "-c", "a.c", "-o", "a.o"], cwd=project, capture_output=True, text=True,
+                           env={**os.environ, **env})  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        return (project / "a.o").read_bytes()
+
+    import shutil
+    import tempfile
+
+    runtime = Path(tempfile.mkdtemp(prefix="ab-"))  # short: a socket's path has at most 107 bytes
+    request.addfinalizer(lambda: shutil.rmtree(runtime, ignore_errors=True))
+    stats = tmp_path / "stats"
+    served = build({"XDG_RUNTIME_DIR": str(runtime), "AFTERBURN_CC_STATS": str(stats)})
+    assert list((runtime / f"afterburn-cc-{os.getuid()}").glob("*.sock")), "no server was started"
+    assert '"request"' in stats.read_text()  # the server did the work
+    alone = build({"AFTERBURN_CC_SERVER": "0"})
+    public = tmp_path / "public"
+    public.mkdir()
+    (public / f"afterburn-cc-{os.getuid()}").mkdir(mode=0o777)
+    os.chmod(public / f"afterburn-cc-{os.getuid()}", 0o777)
+    unusable = build({"XDG_RUNTIME_DIR": str(public)})
+    assert served == alone == unusable
+    from afterburn import ccserver
+
+    old = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    try:
+        assert ccserver.stop()
+    finally:
+        os.environ.pop("XDG_RUNTIME_DIR") if old is None else os.environ.update(XDG_RUNTIME_DIR=old)
+    deadline = time.monotonic() + 10
+    while '"cpu"' not in stats.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert '"cpu"' in stats.read_text()  # it reports its CPU time when it exits

@@ -248,6 +248,7 @@ class _Emitter:
         self.param_statements: list[int] = []  # text site ids of macro-parameter statements
         self.macros: set[str] = set()  # names of the macros defined so far (gas: case-insensitive)
         self.functions: set[str] = set()  # symbols declared .type NAME, @function
+        self.byte_sites: dict[int, bool] = {}  # id(stmt) -> pad before, for instructions written with .byte
 
     def run(self) -> str:
         note_at = None
@@ -355,6 +356,13 @@ class _Emitter:
                 return None
             if d in STRING_DIRECTIVES and self.region is None and self.sections.exec():
                 return "data"
+            if d == ".byte" and self.region is None and self.sections.exec():
+                # An instruction written as bytes (Linux's XSTATE_OP writes
+                # xsaves/xrstors so, for old assemblers) is an instruction.
+                found = _bytes_instruction(stmt.directive_args)
+                if found is not None:
+                    self.byte_sites[id(stmt)] = found[1]
+                    return found[0]
             if d == ".intel_syntax" and not self.user_excluded:
                 raise AfterburnError(
                     f"{self.name}:{lineno}: Intel syntax is not supported; use AT&T syntax or wrap the region in "
@@ -401,8 +409,11 @@ class _Emitter:
             site.kind, site.flags_live, site.labels_before = f.kind, f.flags_live, f.labels_before
             kind = site.kind
         self.sites.append(site)
-        ins = parse_instruction(stmt.body)
-        before = isa.pad_before_att(kind, ins.operands if ins else [])
+        if id(stmt) in self.byte_sites:
+            before = self.byte_sites[id(stmt)]
+        else:
+            ins = parse_instruction(stmt.body)
+            before = isa.pad_before_att(kind, ins.operands if ins else [])
         flags = (int(sitefmt.SiteFlag.FLAGS_LIVE) if site.flags_live else 0) | (
             int(sitefmt.SiteFlag.PAD_BEFORE) if before else 0
         )
@@ -574,6 +585,22 @@ class _Emitter:
         self.out.extend("\t" + d for d in sitefmt.marker_directives(f"{L_MARK}b", kind, why))
         if self.srcid:
             self.out += [f'\t.pushsection {SRCID_SECTION},"",@progbits', "\t.long -1", "\t.popsection"]
+
+
+def _bytes_instruction(args: str) -> tuple[isa.Kind, bool] | None:
+    """(kind, pad before) if a ``.byte`` list of constants is exactly one
+    sensitive instruction."""
+    try:
+        data = bytes(int(a.strip(), 0) for a in args.split(","))
+    except ValueError:
+        return None  # an expression, or not a byte
+    if not 0 < len(data) <= 15:
+        return None
+    insn = decode.decode_one(data, 0, 0)
+    if insn is None or decode.size_of(insn, data, 0) != len(data):
+        return None
+    kind = isa.classify(insn)
+    return (kind, isa.pad_before_cs(kind, insn)) if kind is not None else None
 
 
 def _prefix_only(stmt: Stmt) -> bool:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 from . import decode, isa, refs
 from .elf import Elf, Section
-from .sitefmt import SECTION, Site, SiteTable, read_site_table
+from .sitefmt import SECTION, Site, SiteTable, Why, read_site_table
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,9 @@ class Report:
     by_kind: dict[str, int] = field(default_factory=dict)
     instructions: int = 0
     problems: list[Problem] = field(default_factory=list)
+    # Every excluded region, with why, and the sensitive instructions in it
+    # (not counted in data): what annotation left alone is listed, not hidden.
+    regions: list[dict] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -99,8 +102,24 @@ def verify(elf: Elf, table: SiteTable | None = None) -> Report:
         sites = per_section.get(sec.index, [])
         rep.problems += _check_records(elf, sec, sites)
         rep.problems += _check_coverage_and_branches(elf, sec, sites, table, references.get(sec.index, []), rep)
+    rep.regions = _regions(elf, table)
     rep.problems.sort(key=lambda p: (p.section, p.offset, p.check))
     return rep
+
+
+def _regions(elf: Elf, table: SiteTable) -> list[dict]:
+    out = []
+    for r in table.excluded:
+        sensitive: dict[str, int] = {}
+        if r.why != Why.DATA and r.section.is_exec:
+            data = r.section.data
+            for off, size, mnemonic, op_str in decode.lite_run(data[: r.end], r.start, r.end, elf.bits):
+                kind = decode.kind_of(decode.Lite(off, size, mnemonic, op_str, data[off : off + size]), data, elf.bits)
+                if kind is not None:
+                    sensitive[kind.name] = sensitive.get(kind.name, 0) + 1
+        out.append({"section": r.section.name, "start": r.start, "end": r.end, "address": r.section.addr + r.start,
+                    "where": elf.symbolize(r.section, r.start), "why": Why.describe(r.why), "sensitive": sensitive})  # fmt: skip
+    return out
 
 
 def _check_records(elf: Elf, sec: Section, sites: list[Site]) -> list[Problem]:

@@ -13,7 +13,7 @@ JOBS   ?= 2
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -e '.[test]' --config-settings editable_mode=compat
 	touch $@
 
 venv: $(VENV)/.installed
@@ -25,13 +25,15 @@ guests: venv
 demo: guests
 	$(PY) -m afterburn.demo
 
-# The corpus tests need the Debian objects: fetch them into ~/.cache (or
-# $AFTERBURN_CORPUS) if apt can; without them those tests skip (CI: fail).
+# The corpus tests need the Debian objects and the Linux source: fetch them
+# into ~/.cache (or $AFTERBURN_CORPUS, $AFTERBURN_LINUX) if apt can; without
+# them those tests skip (CI: fail).
 corpus: venv
 	-$(PY) -m corpus.fetch
+	-$(PY) -m corpus.linux_src fetch
 
 test: venv corpus
-	$(PY) -m pytest -q -n $(JOBS) tests
+	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup tests
 
 clean:
 	rm -rf $(VENV) corpus/guests/build .pytest_cache

@@ -46,14 +46,13 @@ import bisect
 import struct
 from dataclasses import dataclass, field
 
-from capstone import CsError
-
-from . import cfi, decode, isa, sitefmt
+from . import cfi, decode, isa, refs, sitefmt
 from .elf import (
     I386_PC_BASED, R_386_PC32, SHF_ALLOC, SHF_INFO_LINK, SHT_NOTE, SHT_PROGBITS, SHT_REL, STT_FUNC, STT_NOTYPE,
     STT_OBJECT, STT_SECTION,
 )  # fmt: skip
 from .errors import FormatError
+from .annotate_asm import alternatives_replacement
 from .modsig import strip_module_signature
 from .nops import nop_bytes
 from .relobj import RelObject, RelSection, Reloc, Symbol
@@ -74,6 +73,7 @@ class Skipped:
     reason: str
     index: int = field(default=0, repr=False)  # section index
     length: int = field(default=0, repr=False)  # instruction bytes
+    why: int = field(default=sitefmt.Why.UNCHANGED, repr=False)  # recorded with its excluded region
 
     def to_json(self) -> dict:
         return {"section": self.section, "offset": self.offset, "symbol": self.symbol, "kind": self.kind,
@@ -95,13 +95,20 @@ class ObjResult:
         return sum(self.sites.values())
 
 
-def code_blobs(syms: list[Symbol], n: int) -> list[tuple[int, int, str, str]]:
+def code_blobs(syms: list[Symbol], n: int, data: bytes | None = None, relocated: set[int] | None = None
+               ) -> list[tuple[int, int, str, str]]:  # fmt: skip
     """Code copied elsewhere at run time, whose internal layout and size the
     assembler computed where no relocation shows it: (start, end, name, name)
     for ``X_start``/``X_end`` (or ``Xstart``/``Xend``) pairs of *labels*, i.e.
     symbols that are not functions (GRUB's relocator and int15 hook; a pair
     of functions named so, like Linux's ``*_transaction_start``, is not a
-    blob).  Overlapping pairs merge."""
+    blob).  Overlapping pairs merge.
+
+    Given the section's bytes (and its relocated offsets), a pair that a
+    gas-resolved branch crosses is no blob: code copied elsewhere cannot
+    reach, or be reached by, a relative branch nobody relocates.  Linux's
+    ``__irqentry_text_start``/``_end`` only mark a range, and its stubs jump
+    out to ``handle_exception``."""
     labels = {s.name: s for s in syms if s.type != STT_FUNC and not (s.type == STT_OBJECT and s.size)}
     out = []
     for name, s in labels.items():
@@ -111,6 +118,9 @@ def code_blobs(syms: list[Symbol], n: int) -> list[tuple[int, int, str, str]]:
                 if end is not None and s.value < end.value <= n:
                     out.append((s.value, end.value, name, end.name))
                 break
+    if data is not None and out:
+        crossing = _resolved_branches(data, relocated or set(), {s.value for s in syms})
+        out = [b for b in out if not any((b[0] <= src < b[1]) != (b[0] <= t < b[1]) for src, t in crossing)]
     out.sort()
     merged: list[tuple[int, int, str, str]] = []
     for b in out:
@@ -120,6 +130,19 @@ def code_blobs(syms: list[Symbol], n: int) -> list[tuple[int, int, str, str]]:
         else:
             merged.append(b)
     return merged
+
+
+def _resolved_branches(data: bytes, relocated: set[int], starts: set[int]) -> list[tuple[int, int]]:
+    """(branch, target) for every direct branch gas resolved (no relocation
+    in it), decoding linearly from every symbol."""
+    out = []
+    bounds = sorted({0, len(data)} | {s for s in starts if 0 <= s < len(data)})
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        for off, size, _, _ in decode.lite_run(data[:b], a, b):
+            t = decode.direct_branch(data[off : off + size], off + size)
+            if t is not None and not any(off + i in relocated for i in range(1, size)):
+                out.append((off, t[0]))
+    return out
 
 
 class _Refuse(Exception):
@@ -139,6 +162,7 @@ class Unit:
     form: str = ""  # branch encoding now
     insn_form: str = ""  # branch encoding in the input
     fixed: bool = False  # inside a region whose length must not change
+    mnemonic: str = ""
     new: int = 0
     new_size: int = 0
 
@@ -232,10 +256,14 @@ class _Annotator:
         self.result = ObjResult(b"")
         self.units: dict[int, list[Unit]] = {}
         self.old_data: dict[int, bytes] = {}
-        self.excluded: list[tuple[int, int, int]] = []  # (section, old start, old end): no records inside
+        self.excluded: list[tuple[int, int, int, int]] = []  # (section, old start, old end, Why): no records inside
+        # .altinstructions originals: (section, start, instrlen, offset of the instrlen byte)
+        self.alt_originals: list[tuple[int, int, int, int]] = []
         self.blobs: list[tuple[int, int, int, str]] = []  # of the section being mapped
         self.maps: dict[int, SectionMap | FrameMap] = {}
-        self.md = decode.decoder(32)
+        self._targets: dict[int, set[int]] | None = None
+        self._refs_cache: dict[int, list[refs.Ref]] | None = None
+        self._entered_cache: dict[int, set[int]] = {}
         syms = obj.symbols
         self.sym_by_sec: dict[int, list[Symbol]] = {}
         for s in syms:
@@ -251,17 +279,21 @@ class _Annotator:
         if self.signed:
             res.messages.append("module signature dropped (it would no longer match)")
         fixed = self._fixed_ranges()
+        ambiguous = self._ambiguous_references()
         for sec in obj.sections:
             if not sec.is_exec or not sec.data:
                 continue
             try:
+                if sec.index in ambiguous:
+                    raise _Refuse(ambiguous[sec.index])
                 units = self._code_units(sec, fixed.get(sec.index, []))
                 self._lay_out(sec, units)
+                self._check_alt_lengths(sec, units)
             except _Refuse as e:
                 self._skip_all(sec, str(e))
                 continue
             for idx, a, b, why in self.blobs:
-                self.excluded.append((idx, a, b))
+                self.excluded.append((idx, a, b, sitefmt.Why.UNCHANGED))
                 self._list_sensitive(sec, a, b, why)
             if any(u.kind == SITE for u in units):
                 self.units[sec.index] = units
@@ -274,6 +306,7 @@ class _Annotator:
             sec.data = new
             sec.size = len(new)
         if self.units:
+            self._alt_lengths()
             self._frames()
             self._drop_debug()
             self._remap_relocations()
@@ -284,21 +317,21 @@ class _Annotator:
 
     # -- which code keeps its length ------------------------------------------------------
 
-    def _fixed_ranges(self) -> dict[int, list[tuple[int, int, str]]]:
-        """Per section: (start, end, why) ranges where no site may be padded."""
+    def _fixed_ranges(self) -> dict[int, list[tuple[int, int, str, int]]]:
+        """Per section: (start, end, why, Why) ranges where no site may be
+        padded.  Also notes every .altinstructions original, whose length
+        field follows the code (docs/design.md, "Alternatives")."""
         obj = self.obj
-        out: dict[int, list[tuple[int, int, str]]] = {}
+        out: dict[int, list[tuple[int, int, str, int]]] = {}
         alt = obj.section(".altinstructions")
         if alt is not None:
             relocs = sorted(obj.relocs_for(alt.index), key=lambda r: r.offset)
-            stride = self._stride(relocs, len(alt.data))
+            stride = refs.table_stride([r.offset for r in relocs], len(alt.data))
             for r in relocs:
-                if stride and r.offset % stride == 0:
+                if stride and r.offset % stride == 0 and r.offset + 10 < len(alt.data):
                     where = self._reloc_target(r)
                     if where is not None:
-                        n = alt.data[r.offset + 10] if r.offset + 10 < len(alt.data) else 0
-                        out.setdefault(where[0], []).append((where[1], where[1] + n, "inside an .altinstructions "
-                                                             "original range (alternatives patch its fixed length)"))
+                        self.alt_originals.append((where[0], where[1], alt.data[r.offset + 10], r.offset + 10))
         para = obj.section(".parainstructions")
         if para is not None:
             for r in obj.relocs_for(para.index):
@@ -307,21 +340,56 @@ class _Annotator:
                     if where is not None and r.offset + 5 < len(para.data):
                         n = para.data[r.offset + 5]
                         out.setdefault(where[0], []).append((where[1], where[1] + n,
-                                                             "inside a .parainstructions patch site"))
+                                                             "inside a .parainstructions patch site",
+                                                             sitefmt.Why.UNCHANGED))  # fmt: skip
         for sec in obj.sections:
-            if sec.is_exec and sec.name.startswith(".altinstr_replacement"):
-                out.setdefault(sec.index, []).append((0, len(sec.data), "in .altinstr_replacement (copied over an "
-                                                                        "original of fixed length)"))
+            if sec.is_exec and alternatives_replacement(sec.name) and sec.data:
+                out.setdefault(sec.index, []).append((0, len(sec.data), "in .altinstr_replacement (copied over the "
+                                                      "original instructions at boot)", sitefmt.Why.ALTERNATIVES))
+                self.excluded.append((sec.index, 0, len(sec.data), sitefmt.Why.ALTERNATIVES))
         return out
 
-    @staticmethod
-    def _stride(relocs: list[Reloc], size: int) -> int:
-        """Entry size of a table from its relocations' spacing (12 on 6.1)."""
-        offs = sorted({r.offset for r in relocs})
-        if len(offs) < 3:
-            return 12 if size % 12 == 0 else (13 if size % 13 == 0 else 0)
-        gaps = {b - a for a, b in zip(offs[::2], offs[2::2], strict=False)}
-        return gaps.pop() if len(gaps) == 1 else 0
+    def _ambiguous_references(self) -> dict[int, str]:
+        """Code sections named by a section-relative address that lies
+        outside them: ``.head.text + 0x4000005a`` is what gas makes of
+        Linux's ``_pa(1f)`` (a label minus PAGE_OFFSET).  Which instruction
+        it means cannot be told, so such a section cannot move."""
+        obj = self.obj
+        out: dict[int, str] = {}
+        for rs in obj.rel_sections:
+            src = obj.sections[rs.target]
+            if not src.is_alloc:
+                continue
+            data = bytes(src.data)
+            for r in rs.relocs:
+                sym = obj.symbols[r.sym]
+                idx = sym.defined_in
+                if idx is None or sym.type != STT_SECTION or not obj.sections[idx].is_exec or idx in out:
+                    continue
+                k = self._pc_bias(rs.target, r.offset, data) if r.type in I386_PC_BASED else 0
+                where = sym.value + r.addend + k
+                if not 0 <= where <= len(obj.sections[idx].data):
+                    out[idx] = (f"{src.name}+{r.offset:#x} refers to {obj.sections[idx].name}"
+                                f"{where:+#x}, outside the section: which instruction it means cannot be told")
+        return out
+
+    def _check_alt_lengths(self, sec, units: list[Unit]) -> None:
+        """An .altinstructions original's length is one byte: it must still fit."""
+        if not units or not any(u.kind == SITE for u in units):
+            return
+        smap = SectionMap(units, len(sec.data), units[-1].new + units[-1].new_size)
+        for idx, start, n, _ in self.alt_originals:
+            if idx == sec.index and smap.start(start + n) - smap.start(start) > 255:
+                raise _Refuse(f"the .altinstructions original at {sec.name}+{start:#x} would grow past 255 bytes")
+
+    def _alt_lengths(self) -> None:
+        """Originals are code like any other (their sites are padded); the
+        length each .altinstructions entry records follows them."""
+        alt = self.obj.section(".altinstructions")
+        for idx, start, n, at in self.alt_originals:
+            smap = self.maps.get(idx)
+            if isinstance(smap, SectionMap):
+                alt.data[at] = smap.start(start + n) - smap.start(start)
 
     def _reloc_target(self, r: Reloc) -> tuple[int, int] | None:
         sym = self.obj.symbols[r.sym]
@@ -347,7 +415,7 @@ class _Annotator:
                     opaque.append((s.value, min(n, s.value + s.size), f"data object {s.name}"))
                 else:
                     starts.add(s.value)
-        blobs = self._blobs(syms, n)
+        blobs = self._blobs(syms, n, data, set(reloc_at))
         self.blobs = [(sec.index, a, b, why) for a, b, why in blobs]
         opaque += blobs
         opaque.sort()
@@ -371,30 +439,58 @@ class _Annotator:
             pos = self._decode_run(data, c, end, units)
         units.sort(key=lambda u: u.old)
         self._merge_opaque(units)
-        self._classify(sec, units, reloc_at, fixed)
+        padding = self._padding(sec, units, reloc_at, [(s.value, s.size) for s in syms])
+        self._classify(sec, units, reloc_at, fixed, padding)
         return units
 
-    def _blobs(self, syms: list[Symbol], n: int) -> list[tuple[int, int, str]]:
+    def _padding(self, sec, units: list[Unit], reloc_at: list[int], symbols: list[tuple[int, int]]) -> set[int]:
+        """The 0xCC bytes that are padding, not int3 (decode.int3_padding):
+        named means a symbol, a gas-resolved branch or a relocation points there."""
+        data = bytes(sec.data)
+        relocated = set(reloc_at)
+        named = {0} | self._reloc_targets().get(sec.index, set())
+        for u in units:
+            if u.kind == INSN and not any(u.old + i in relocated for i in range(1, u.size)):
+                b = decode.direct_branch(data[u.old : u.end], u.end)
+                if b is not None:
+                    named.add(b[0])
+        insns = [(u.old, u.end, u.mnemonic) for u in units if u.kind == INSN]
+        return decode.int3_padding(insns, data, named, symbols)
+
+    def _reloc_targets(self) -> dict[int, set[int]]:
+        """Per section: the offsets relocations from anywhere point at."""
+        if self._targets is None:
+            obj = self.obj
+            out: dict[int, set[int]] = {}
+            for rs in obj.rel_sections:
+                old = bytes(obj.sections[rs.target].data)
+                for r in rs.relocs:
+                    where = self._reloc_target(r)
+                    if where is None:
+                        continue
+                    k = self._pc_bias(rs.target, r.offset, old) if r.type in I386_PC_BASED else 0
+                    out.setdefault(where[0], set()).add(where[1] + k)
+            self._targets = out
+        return self._targets
+
+    def _blobs(self, syms: list[Symbol], n: int, data: bytes, relocated: set[int]) -> list[tuple[int, int, str]]:
         return [(a, b, f"inside {x}..{y}, code copied elsewhere at run time (its layout must not change)")
-                for a, b, x, y in code_blobs(syms, n)]  # fmt: skip
+                for a, b, x, y in code_blobs(syms, n, data, relocated)]  # fmt: skip
 
     def _decode_run(self, data: bytes, start: int, end: int, units: list[Unit]) -> int:
         """Decode [start, end) into units.  ``disasm_lite`` (no objects, no
         detail) is ~5x faster; full decoding happens only for the few
         instructions whose mnemonic could be sensitive."""
         pos = start
-        try:
-            for address, size, mnemonic, _ in self.md.disasm_lite(data[start:end], start):
-                insn = None
-                name = mnemonic.rsplit(" ", 1)[-1]
-                if name in _CANDIDATES and isa.worth_testing(name, data[address : address + size]):
-                    insn = decode.decode_one(data, address, address)
-                units.append(Unit(address, size, INSN, insn))
-                pos = address + size
-        except CsError:
-            pass
+        for address, size, mnemonic, _ in decode.lite_run(data[:end], start, end):
+            insn = None
+            name = mnemonic.rsplit(" ", 1)[-1]
+            if name in _CANDIDATES and isa.worth_testing(name, data[address : address + size]):
+                insn = decode.decode_one(data, address, address)
+            units.append(Unit(address, size, INSN, insn, mnemonic=mnemonic))
+            pos = address + size
         if pos < end:
-            if end - pos < 16 and next(self.md.disasm_lite(data[pos : pos + 16], pos, 1), None) is not None:
+            if end - pos < 16 and decode.lite_one(data, pos) is not None:
                 # A few bytes before a symbol that would decode only by
                 # running across it: alignment fill after data or a blob.
                 units.append(Unit(pos, end - pos, OPAQUE))
@@ -418,7 +514,8 @@ class _Annotator:
             else:
                 i += 1
 
-    def _classify(self, sec, units: list[Unit], reloc_at: list[int], fixed: list[tuple[int, int, str]]) -> None:
+    def _classify(self, sec, units: list[Unit], reloc_at: list[int], fixed: list[tuple[int, int, str]],
+                  padding: set[int]) -> None:  # fmt: skip
         starts = {u.old: u for u in units}
         n = len(sec.data)
 
@@ -441,11 +538,11 @@ class _Annotator:
             insn = u.insn
             fix = next((f for f in fixed if f[0] <= u.old < f[1]), None)
             u.fixed = fix is not None
-            if insn is not None:
+            if insn is not None and u.old not in padding:
                 kind = isa.classify(insn)
                 if kind is not None:
                     if fix is not None:
-                        self._skip(sec, u.old, kind.name, u.size, fix[2])
+                        self._skip(sec, u.old, kind.name, u.size, fix[2], fix[3])
                     else:
                         u.kind, u.site_kind = SITE, kind
                         u.pad = kind.pad(32)
@@ -553,15 +650,15 @@ class _Annotator:
 
     # -- skipped sites -----------------------------------------------------------------
 
-    def _skip(self, sec, off: int, kind: str, length: int, reason: str) -> None:
+    def _skip(self, sec, off: int, kind: str, length: int, reason: str, why: int = sitefmt.Why.UNCHANGED) -> None:
         self.result.skipped.append(Skipped(sec.name, off, self._symbolize(sec.index, off), kind, reason, sec.index,
-                                           length))  # fmt: skip
+                                           length, why))  # fmt: skip
 
     def _skip_all(self, sec, reason: str) -> None:
         """A section left as it is: one excluded region, and every sensitive
         instruction a plain sweep sees in it listed."""
         self.result.skipped = [s for s in self.result.skipped if s.index != sec.index]  # listed again below
-        self.excluded.append((sec.index, 0, len(sec.data)))
+        self.excluded.append((sec.index, 0, len(sec.data), sitefmt.Why.UNCHANGED))
         self._list_sensitive(sec, 0, len(sec.data), f"section left unchanged: {reason}")
 
     def _list_sensitive(self, sec, start: int, end: int, reason: str) -> None:
@@ -571,17 +668,14 @@ class _Annotator:
         pos = start
         while pos < end:
             last = pos
-            try:
-                for address, size, mnemonic, _ in self.md.disasm_lite(data[pos:end], pos):
-                    name = mnemonic.rsplit(" ", 1)[-1]
-                    if name in _CANDIDATES and isa.worth_testing(name, data[address : address + size]):
-                        insn = decode.decode_one(data, address, address)
-                        kind = isa.classify(insn) if insn is not None else None
-                        if kind is not None:
-                            self._skip(sec, address, kind.name, size, reason)
-                    last = address + size
-            except CsError:
-                pass
+            for address, size, mnemonic, _ in decode.lite_run(data[:end], pos, end):
+                name = mnemonic.rsplit(" ", 1)[-1]
+                if name in _CANDIDATES and isa.worth_testing(name, data[address : address + size]):
+                    insn = decode.decode_one(data, address, address)
+                    kind = isa.classify(insn) if insn is not None else None
+                    if kind is not None:
+                        self._skip(sec, address, kind.name, size, reason)
+                last = address + size
             pos = last + 1 if last < end else end  # stopped at a byte that does not decode: step over it
 
     def _symbolize(self, idx: int, off: int) -> str:
@@ -642,38 +736,66 @@ class _Annotator:
         S + A + 4), so the *target* can be remapped rather than the field."""
         if not self.obj.sections[target_index].is_exec:
             return 0
-        if offset >= 1 and old[offset - 1] in (0xE8, 0xE9):
-            return 4
-        if offset >= 2 and old[offset - 2] == 0x0F and 0x80 <= old[offset - 1] <= 0x8F:
-            return 4
-        return 0
+        return 4 if decode.is_branch_field(old, offset) else 0
 
     def _remap_relocations(self) -> None:
         obj = self.obj
         old_values = [s.value for s in obj.symbols]
         new_values = [self._new_symbol_value(s) for s in obj.symbols]
         for rs in obj.rel_sections:
+            src = obj.sections[rs.target]
             target_map = self.maps.get(rs.target)
-            old = self.old_data.get(rs.target) or bytes(obj.sections[rs.target].data)
-            insn_semantics = obj.sections[rs.target].name.startswith("__ex_table")
+            old = self.old_data.get(rs.target) or bytes(src.data)
+            stride = refs.table_stride([r.offset for r in rs.relocs], len(old)) \
+                if src.name.startswith(refs.EX_TABLE) else 0  # fmt: skip
             for r in rs.relocs:
                 sym = obj.symbols[r.sym]
                 smap = self.maps.get(sym.defined_in) if sym.defined_in is not None else None
                 if smap is not None:
-                    k = self._pc_bias(rs.target, r.offset, old) if r.type in I386_PC_BASED else 0
+                    meaning, k = refs.meaning(src.name, src.is_exec, old, r.offset, r.type, stride)
                     where = old_values[r.sym] + r.addend + k
                     # A target outside the section (C pointer arithmetic such
                     # as sym - 4096) stays relative to its symbol.
                     if 0 <= where <= smap.old_len:
-                        new_where = smap.insn(where) if insn_semantics else smap.start(where)
-                        r.addend = new_where - new_values[r.sym] - k
+                        r.addend = self._reference_target(sym.defined_in, where, meaning) - new_values[r.sym] - k
                 if target_map is not None:
                     r.offset = target_map.inner(r.offset)
+
+    def _reference_target(self, idx: int, where: int, meaning: str) -> int:
+        """Where a reference to ``where`` goes (refs): the instruction of a
+        site whose pad comes first when the reference means the instruction
+        and no function starts there, else the start of its unit."""
+        smap = self.maps[idx]
+        if meaning == refs.INSN and where not in self._functions(idx):
+            return smap.insn(where)
+        return smap.start(where)
+
+    def _functions(self, idx: int) -> set[int]:
+        return {s.value for s in self.sym_by_sec.get(idx, []) if s.type == STT_FUNC}
+
+    def _entered(self, idx: int) -> set[int]:
+        """Offsets control is sent to in the input (refs.BRANCH, POINTER;
+        gas-resolved branches; functions)."""
+        if idx not in self._entered_cache:
+            got = {r.offset for r in self._refs().get(idx, []) if r.meaning != refs.INSN} | self._functions(idx)
+            got |= {u.target for u in self.units.get(idx, []) if u.kind == BRANCH and u.target is not None}
+            self._entered_cache[idx] = got
+        return self._entered_cache[idx]
+
+    def _refs(self) -> dict[int, list[refs.Ref]]:
+        if self._refs_cache is None:
+            self._refs_cache = refs.relobj_refs(self.obj)
+        return self._refs_cache
 
     def _new_symbol_value(self, s: Symbol) -> int:
         smap = self.maps.get(s.defined_in) if s.defined_in is not None else None
         if smap is None or s.type == STT_SECTION:
             return s.value
+        # A label on an instruction whose pad comes first names the
+        # instruction, unless control is sent there (docs/design.md,
+        # "Labels and pads").
+        if s.type != STT_FUNC and s.value < smap.old_len and s.value not in self._entered(s.defined_in):
+            return smap.insn(s.value)
         return smap.start(s.value)
 
     def _remap_symbols(self) -> None:
@@ -681,7 +803,7 @@ class _Annotator:
             smap = self.maps.get(s.defined_in) if s.defined_in is not None else None
             if smap is None or s.type == STT_SECTION:
                 continue
-            start = smap.start(s.value)
+            start = self._new_symbol_value(s)
             if s.size:
                 s.size = smap.start(s.value + s.size) - start
             s.value = start
@@ -706,20 +828,21 @@ class _Annotator:
                     flags |= sitefmt.SiteFlag.FLAGS_LIVE
                 entries.append((idx, off, 2, struct.pack("<BBBB", site.kind.id, site.length, site.insn_len, flags)))
                 res.sites[site.kind.name] = res.sites.get(site.kind.name, 0) + 1
-        regions = sorted(list(self.excluded) + [(sk.index, sk.offset, sk.offset + sk.length) for sk in res.skipped
+        regions = sorted(list(self.excluded) + [(sk.index, sk.offset, sk.offset + sk.length, sk.why)
+                                                for sk in res.skipped
                                                 if not any(r[0] == sk.index and r[1] <= sk.offset < r[2]
                                                            for r in self.excluded)])  # fmt: skip
-        merged: list[tuple[int, int, int]] = []
+        merged: list[tuple[int, int, int, int]] = []
         for r in regions:  # regions may touch or overlap (a skipped site inside a fixed range)
             if merged and merged[-1][0] == r[0] and r[1] < merged[-1][2]:
-                merged[-1] = (r[0], merged[-1][1], max(merged[-1][2], r[2]))
+                merged[-1] = (r[0], merged[-1][1], max(merged[-1][2], r[2]), merged[-1][3])
             else:
                 merged.append(r)
-        for idx, start, end in merged:
+        for idx, start, end, why in merged:
             smap = self.maps.get(idx)
             a, b = (smap.insn(start), smap.inner(end - 1) + 1) if isinstance(smap, SectionMap) else (start, end)
             # Order at equal offsets: a region ends before the next begins.
-            entries.append((idx, a, 1, struct.pack("<BBBB", isa.EXCL_BEGIN.id, 0, 0, 0)))
+            entries.append((idx, a, 1, struct.pack("<BBBB", isa.EXCL_BEGIN.id, 0, 0, int(why))))
             entries.append((idx, b, 0, struct.pack("<BBBB", isa.EXCL_END.id, 0, 0, 0)))
         entries.sort()
         note = struct.pack("<III", len(sitefmt.NOTE_NAME) + 1, sitefmt.NOTE_DESC.size, sitefmt.NT_AFTERBURN_FORMAT)

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 
 from .isa import ATT_PREFIXES
 
+_SPECIAL = re.compile(r"[\"'#;/]")
 _ASSIGN = re.compile(r"[A-Za-z_.$][\w.$]*\s*==?(?!=)")
 _LABEL = re.compile(r'\s*((?:[A-Za-z_.$\\@][\w.$\\@()]*|\d+|"[^"]*"))\s*:(?!:)')
 
 
-@dataclass
+@dataclass(slots=True)
 class Stmt:
     text: str  # verbatim, labels included, comments inside it kept
     code: str  # the same with comments removed
@@ -48,7 +49,7 @@ class Stmt:
         return bool(_ASSIGN.match(self.body))
 
 
-@dataclass
+@dataclass(slots=True)
 class Line:
     raw: str
     stmts: list[Stmt]
@@ -66,6 +67,10 @@ class Lexer:
         self.in_block = False
 
     def line(self, raw: str) -> Line:
+        if not self.in_block and not _SPECIAL.search(raw):
+            # No string, comment or separator: one statement, as it is.
+            stmt = _stmt(raw, raw)
+            return Line(raw, [stmt] if raw.strip() or stmt.labels else [], "", "")
         stmts: list[Stmt] = []
         text: list[str] = []
         code: list[str] = []

@@ -1,32 +1,43 @@
 """``afterburn cc``: a gcc drop-in that produces annotated objects.
 
-Each source goes through gcc up to assembler text, through the annotator, and
-back through gcc to an object::
+Each 32-bit x86 source goes through gcc up to assembler text, through the
+annotator, and is assembled with the same driver and flags::
 
-    foo.c  --gcc -S-->  foo.s  --annotate-->  foo.ann.s  --gcc -c-->  foo.o
-    foo.S  --gcc -E-->  foo.s  --annotate-->  ...
-    foo.s  ------------------>  annotate  -->  ...
+    foo.c  --gcc -S-->  foo.s  --annotate + assemble-->  foo.o
+    foo.S  --gcc -E-->  foo.s  --annotate + assemble-->  foo.o
+    foo.s  ----------------->  annotate + assemble  -->  foo.o
 
-Every other flag passes through to both gcc steps.  Dependency flags (-MD,
--MMD, -MF, -MT, -MQ, -MP, -Wp,-MD,...) apply to the first step only, with the
-target and file names gcc would have used for the final object, so
-``make CC="afterburn cc"`` sees the same .d files as with plain gcc.  Linking
-and anything without sources (-E, -M, plain links) is handed to gcc unchanged.
-The real compiler is ``$AFTERBURN_CC`` or ``gcc``.
+Every call that does not compile i386 code is gcc's, exactly: the process
+becomes gcc (``exec``), so output, diagnostics and exit status are gcc's own.
+That covers preprocessing (``-E``, ``-M``), links without sources, version
+and help queries, and sources compiled for another target: 64-bit, and
+``-m16`` (real-mode code is not pre-virtualized, as ``.code16`` regions are
+not).  Build systems probe the compiler that way (Kconfig's
+``as-version.sh``, ``cc-option``), and the probes must see gcc.
+
+Flags pass through to every gcc step; dependency flags (-MD, -MMD, -MF, -MT,
+-MQ, -MP, -Wp,-MD,...) go to the first step only, with the target and file
+names gcc would have used for the final object, so ``make`` sees the same .d
+files.  Options follow gcc's precedence: ``-E`` over ``-S`` over ``-c``, the
+last ``-o`` and the last ``-m16/-m32/-m64`` win.  Outputs: a regular file
+(or a new one) is written atomically; ``-o -`` is stdout; any other file
+(``/dev/null``, a pipe) is written in place, never replaced.
+
+The real compiler is ``$AFTERBURN_CC`` or ``gcc``.  This module imports
+nothing heavy at the top: a call that turns out to be gcc's costs one
+Python start-up.
 """
 from __future__ import annotations
 
 import os
-import shlex
-import subprocess
+import stat
 import sys
-import tempfile
-from dataclasses import dataclass, field
-from pathlib import Path
 
-from .annotate_asm import annotate_text
 from .errors import AfterburnError
-from .fsutil import write_atomic
+
+# Only what every call needs is imported here: a call that is gcc's costs
+# one Python start-up and nothing more (subprocess, pathlib, the annotator
+# and the server client are imported where they are used).
 
 # gcc options whose value may be the next argument.
 _TAKES_ARG = {
@@ -36,26 +47,31 @@ _TAKES_ARG = {
     "-dumpdir", "-dumpbase", "-dumpbase-ext", "-e",
 }  # fmt: skip
 _LANG_BY_EXT = {".c": "c", ".i": "cpp-output", ".S": "assembler-with-cpp", ".sx": "assembler-with-cpp", ".s": "assembler"}
+_SOURCE_LANGS = ("c", "cpp-output", "assembler", "assembler-with-cpp")
+_MODE_RANK = {"link": 0, "c": 1, "S": 2, "E": 3}  # gcc: -E beats -S beats -c
 
 
-@dataclass
 class Source:
-    path: str
-    lang: str
+    __slots__ = ("path", "lang")
+
+    def __init__(self, path: str, lang: str) -> None:
+        self.path = path  # "-" is standard input
+        self.lang = lang
 
 
-@dataclass
 class Command:
-    common: list[str] = field(default_factory=list)  # flags for every step
-    deps: list[str] = field(default_factory=list)  # dependency flags (first step only)
-    inputs: list[object] = field(default_factory=list)  # Source or str (object/library), in order
-    output: str | None = None
-    mode: str = "link"  # link | c | S | E
-    has_mt: bool = False
-    wants_deps: bool = False
-    m32: bool = False
-    m64: bool = False
-    lto: bool = False
+    """A gcc command line, as much of it as matters here."""
+
+    def __init__(self, common=None, deps=None, inputs=None, output=None, mode="link", has_mt=False,
+                 wants_deps=False, machine=None, lto=False) -> None:  # fmt: skip
+        self.common: list[str] = common if common is not None else []  # flags for every step
+        self.deps: list[str] = deps if deps is not None else []  # dependency flags (first step only)
+        self.inputs: list[object] = inputs if inputs is not None else []  # Source or str, in order
+        self.output: str | None = output
+        self.mode = mode  # link | c | S | E
+        self.has_mt, self.wants_deps = has_mt, wants_deps
+        self.machine: str | None = machine  # the last -m16/-m32/-m64/-mx32
+        self.lto = lto
 
     @property
     def sources(self) -> list[Source]:
@@ -77,7 +93,8 @@ def parse(argv: list[str]) -> Command:
             return argv[i]
 
         if a in ("-c", "-S", "-E"):
-            cmd.mode = a[1]
+            if _MODE_RANK[a[1]] > _MODE_RANK[cmd.mode]:
+                cmd.mode = a[1]
         elif a == "-o":
             cmd.output = take()
         elif a.startswith("-o") and len(a) > 2:
@@ -107,13 +124,12 @@ def parse(argv: list[str]) -> Command:
             cmd.common += [a, take()]
         elif a.startswith("-") and a != "-":
             cmd.common.append(a)
-            cmd.m32 |= a == "-m32"
-            cmd.m64 |= a in ("-m64", "-mx32")
+            if a in ("-m16", "-m32", "-m64", "-mx32"):
+                cmd.machine = a
             cmd.lto |= a.startswith("-flto") and a != "-fno-lto"
         else:
-            ext = Path(a).suffix
-            src_lang = lang or _LANG_BY_EXT.get(ext)
-            if src_lang in ("c", "cpp-output", "assembler", "assembler-with-cpp"):
+            src_lang = lang or _LANG_BY_EXT.get(os.path.splitext(a)[1])
+            if src_lang in _SOURCE_LANGS:
                 cmd.inputs.append(Source(a, src_lang))
             else:
                 cmd.inputs.append(a)
@@ -122,13 +138,32 @@ def parse(argv: list[str]) -> Command:
 
 
 def _gcc() -> list[str]:
-    return shlex.split(os.environ.get("AFTERBURN_CC", "gcc"))
+    cc = os.environ.get("AFTERBURN_CC", "gcc")
+    if not any(c in cc for c in "\"'\\"):
+        return cc.split()
+    import shlex
+
+    return shlex.split(cc)
 
 
-def _run(args: list[str]) -> None:
-    r = subprocess.run(args)
-    if r.returncode != 0:
-        raise _GccFailed(r.returncode)
+def targets_i386(cmd: Command) -> bool:
+    """Whether gcc would generate 32-bit x86 code for this call: the last
+    -m flag says so, or, with none, the compiler's own default does."""
+    if cmd.machine is not None:
+        return cmd.machine == "-m32"
+    import subprocess
+
+    try:
+        r = subprocess.run(_gcc() + ["-dumpmachine"], capture_output=True, text=True)
+    except OSError:
+        return False
+    machine = r.stdout.strip().split("-", 1)[0]
+    return len(machine) == 4 and machine[0] == "i" and machine[2:] == "86"
+
+
+def annotates(cmd: Command) -> bool:
+    """True for the calls Afterburn annotates; every other call is gcc's."""
+    return cmd.mode != "E" and bool(cmd.sources) and targets_i386(cmd)
 
 
 class _GccFailed(Exception):
@@ -136,10 +171,28 @@ class _GccFailed(Exception):
         self.status = status
 
 
+def _run(args: list[str]) -> None:
+    """Run gcc with our stdio; its status, if not 0, becomes ours.  (os,
+    not subprocess: this runs once per compile, subprocess costs an import.)"""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        status = os.spawnvp(os.P_WAIT, args[0], args)
+    except OSError as e:
+        raise AfterburnError(f"afterburn cc: cannot run {args[0]}: {e.strerror}") from None
+    if status != 0:
+        raise _GccFailed(status if status > 0 else 128 - status)
+
+
+def _stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0] if path != "-" else "stdin"
+
+
 def _object_name(src: Source, cmd: Command, single: bool) -> str:
     if cmd.output and single:
         return cmd.output
-    return Path(src.path).with_suffix(".o" if cmd.mode == "c" else ".s").name
+    stem = "-" if src.path == "-" else os.path.splitext(os.path.basename(src.path))[0]
+    return f"{stem}.o" if cmd.mode == "c" else f"{stem}.s"
 
 
 def _dep_flags(cmd: Command, target: str) -> list[str]:
@@ -147,95 +200,225 @@ def _dep_flags(cmd: Command, target: str) -> list[str]:
     if cmd.wants_deps and not any(f.startswith("-MF") for f in flags) and not any(
         f.startswith("-Wp,") for f in flags
     ):
-        flags += ["-MF", str(Path(target).with_suffix(".d"))]
+        flags += ["-MF", os.path.splitext(target)[0] + ".d"]
     if (cmd.wants_deps or flags) and not cmd.has_mt:
         flags += ["-MT", target]
     return flags
 
 
-def _assembler_for(cmd: Command, tmp: Path):
-    """Pass-1 assembly uses the same driver and flags as the final step."""
-    counter = [0]
-
-    def assemble(text: str) -> bytes:
-        counter[0] += 1
-        s = tmp / f"pass1-{counter[0]}.s"
-        o = tmp / f"pass1-{counter[0]}.o"
-        s.write_text(text)
-        r = subprocess.run(_gcc() + cmd.common + ["-c", "-x", "assembler", str(s), "-o", str(o)],
-                           capture_output=True, text=True)  # fmt: skip
-        if r.returncode != 0:
-            first = next((ln for ln in r.stderr.splitlines() if "Error" in ln or "error" in ln), r.stderr.strip())
-            raise AfterburnError(f"afterburn cc: annotated assembler does not assemble: {first}")
-        return o.read_bytes()
-
-    return assemble
-
-
-def compile_source(src: Source, cmd: Command, out: str, tmp: Path) -> None:
-    """Compile one source to an annotated object (or .s for -S) at ``out``."""
-    stem = Path(src.path).stem
-    asm = tmp / f"{stem}.s"
-    target = out
-    if src.lang == "c" or src.lang == "cpp-output":
-        _run(_gcc() + cmd.common + _dep_flags(cmd, target) + ["-S", "-x", src.lang, src.path, "-o", str(asm)])
-    elif src.lang == "assembler-with-cpp":
-        _run(_gcc() + cmd.common + _dep_flags(cmd, target) + ["-E", "-x", src.lang, src.path, "-o", str(asm)])
-    else:
-        asm = Path(src.path)
+def in_place(path: str) -> bool:
+    """Outputs that must be written where they are, never replaced by a
+    rename: anything that exists and is not a regular file (``/dev/null``,
+    a FIFO, a terminal).  A symlink is followed, as gcc does."""
     try:
-        text = asm.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise AfterburnError(f"afterburn cc: cannot read {asm}: {e}") from None
-    result = annotate_text(text, name=src.path, assemble=_assembler_for(cmd, tmp))
-    for w in result.warnings:
-        print(f"afterburn cc: warning: {w}", file=sys.stderr)
-    if cmd.mode == "S":
-        write_atomic(out, result.text)
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def write_output(path: str, data: bytes) -> None:
+    """Write a final output as gcc would: ``-`` is stdout, a device or pipe
+    is written in place, a regular file atomically."""
+    if path == "-":
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
         return
-    ann = tmp / f"{stem}.afterburn.s"
-    ann.write_text(result.text)
-    # gcc writes next to the final name, then we rename: never a half object.
-    out_path = Path(out)
-    partial = out_path.with_name(f".{out_path.name}.afterburn-tmp")
+    if in_place(path):
+        try:
+            with open(path, "wb") as f:
+                f.write(data)
+        except OSError as e:
+            raise AfterburnError(f"afterburn cc: cannot write {path}: {e.strerror}") from None
+        return
+    # Through a symlink, as gcc writes: the link stays, its target changes.
+    _write_atomic(os.path.realpath(path), data)
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    """Write a temporary file next to ``path`` and rename it there: make
+    never sees half an object, and a failed compile leaves none.  (As gcc,
+    no fsync; os calls only, see the imports.)"""
+    d, name = os.path.split(path)
+    tmp = os.path.join(d, f".{name}.{os.getpid()}.afterburn-tmp")
     try:
-        _run(_gcc() + cmd.common + ["-c", "-x", "assembler", str(ann), "-o", str(partial)])
-        os.replace(partial, out_path)
-    finally:
-        if partial.exists():
-            partial.unlink()
+        mode = os.stat(path).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise AfterburnError(f"afterburn cc: cannot write {path}: {e.strerror}") from None
+
+
+def _read_text(src: Source, asm) -> str:
+    try:
+        if asm is None:
+            return sys.stdin.read()
+        return asm.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise AfterburnError(f"afterburn cc: cannot read {asm or 'standard input'}: {e}") from None
+
+
+def _annotate(req: dict) -> dict:
+    """The job, by the server if there is one (see ccserver), else here."""
+    from . import ccserver
+
+    reply = ccserver.request(req)
+    if reply is None:
+        from .ccjob import annotate_job
+
+        reply = annotate_job(req)
+    if "error" in reply:
+        raise AfterburnError(reply["error"])
+    if "internal" in reply:
+        raise RuntimeError(reply["internal"])
+    sys.stdout.write(reply["stdout"])
+    sys.stdout.flush()
+    sys.stderr.write(reply["stderr"])
+    _warn(reply["warnings"])
+    return reply
+
+
+def compile_source(src: Source, cmd: Command, out: str, tmp: str) -> None:
+    """Compile one source to an annotated object (or .s for -S) at ``out``.
+    ``tmp`` is a private directory (an absolute path)."""
+    stem = _stem(src.path)
+    asm = os.path.join(tmp, f"{stem}.s")
+    if src.lang in ("c", "cpp-output"):
+        _run(_gcc() + cmd.common + _dep_flags(cmd, out) + ["-S", "-x", src.lang, src.path, "-o", asm])
+    elif src.lang == "assembler-with-cpp":
+        _run(_gcc() + cmd.common + _dep_flags(cmd, out) + ["-E", "-x", src.lang, src.path, "-o", asm])
+    elif src.path == "-":
+        with open(asm, "w") as f:
+            f.write(_read_text(src, None))
+    else:
+        asm = os.path.abspath(src.path)
+    if not os.path.exists(asm):
+        return  # gcc succeeded and wrote nothing (e.g. -fsyntax-only): neither do we
+    text_out = cmd.mode == "S" or out == "-"
+    result = os.path.join(tmp, f"{stem}.afterburn.{'s' if text_out else 'o'}")
+    req = {"op": "annotate", "mode": "S" if text_out else "c", "text": asm, "name": src.path, "gcc": _gcc(),
+           "flags": cmd.common, "tmp": tmp, "result": result, "cwd": os.getcwd(), "env": dict(os.environ)}  # fmt: skip
+    reply = _annotate(req)
+    if not reply["written"]:
+        return
+    if cmd.mode != "S" and out == "-":
+        # gcc hands "-o -" to the assembler: let the assembler do with the
+        # annotated text whatever it does with gcc's (GNU as refuses).
+        _run(_gcc() + cmd.common + ["-c", "-x", "assembler", result, "-o", "-"])
+        return
+    with open(result, "rb") as f:
+        write_output(out, f.read())
+
+
+def _warn(warnings: list[str]) -> None:
+    for w in warnings:
+        print(f"afterburn cc: warning: {w}", file=sys.stderr)
+    sys.stderr.flush()
+
+
+def exec_gcc(argv: list[str]) -> None:
+    """Become gcc with these arguments (never returns)."""
+    gcc = _gcc()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvp(gcc[0], gcc + argv)
+    except OSError as e:
+        raise AfterburnError(f"afterburn cc: cannot run {gcc[0]}: {e.strerror}") from None
 
 
 def main(argv: list[str]) -> int:
     cmd = parse(argv)
-    if cmd.mode == "E" or not cmd.sources:
-        return subprocess.run(_gcc() + argv).returncode
+    if not annotates(cmd):
+        exec_gcc(argv)
     if cmd.lto:
         raise AfterburnError("afterburn cc: -flto is not supported (gcc -S would emit LTO bytecode, not assembler)")
-    if cmd.m64 or not cmd.m32:
-        raise AfterburnError("afterburn cc: only 32-bit x86 is supported so far; compile with -m32")
     if cmd.output and len(cmd.sources) > 1 and cmd.mode in ("c", "S"):
         raise AfterburnError(f"afterburn cc: cannot specify -o with -{cmd.mode} and multiple files")
+    tmp = _private_dir()
     try:
-        with tempfile.TemporaryDirectory(prefix="afterburn-cc-") as d:
-            tmp = Path(d)
-            if cmd.mode in ("c", "S"):
-                single = len(cmd.sources) == 1
-                for src in cmd.sources:
-                    compile_source(src, cmd, _object_name(src, cmd, single), tmp)
-                return 0
-            # Compile and link: annotated temporary objects replace the sources.
-            link_inputs = []
-            for n, item in enumerate(cmd.inputs):
-                if isinstance(item, Source):
-                    obj = tmp / f"{n}-{Path(item.path).stem}.o"
-                    sub = Command(cmd.common, cmd.deps, [item], None, "c", cmd.has_mt, cmd.wants_deps, True)
-                    compile_source(item, sub, str(obj), tmp)
-                    link_inputs.append(str(obj))
-                else:
-                    link_inputs.append(item)
-            out = ["-o", cmd.output] if cmd.output else []
-            _run(_gcc() + cmd.common + link_inputs + out)
+        if cmd.mode in ("c", "S"):
+            single = len(cmd.sources) == 1
+            for src in cmd.sources:
+                compile_source(src, cmd, _object_name(src, cmd, single), tmp)
             return 0
+        # Compile and link: annotated temporary objects replace the sources.
+        link_inputs = []
+        for n, item in enumerate(cmd.inputs):
+            if isinstance(item, Source):
+                obj = os.path.join(tmp, f"{n}-{_stem(item.path)}.o")
+                sub = Command(cmd.common, cmd.deps, [item], None, "c", cmd.has_mt, cmd.wants_deps, cmd.machine)
+                compile_source(item, sub, obj, tmp)
+                link_inputs.append(obj)
+            else:
+                link_inputs.append(item)
+        out = ["-o", cmd.output] if cmd.output else []
+        _run(_gcc() + cmd.common + link_inputs + out)
+        return 0
     except _GccFailed as e:
         return e.status
+    finally:
+        _remove_dir(tmp)
+
+
+def _private_dir() -> str:
+    """A new directory only we can enter (tempfile's job, without its import)."""
+    base = os.environ.get("TMPDIR") or "/tmp"
+    for n in range(100):
+        d = os.path.join(base, f"afterburn-cc-{os.getpid()}-{n}")
+        try:
+            os.mkdir(d, 0o700)
+            return d
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise AfterburnError(f"afterburn cc: cannot create a directory in {base}: {e.strerror}") from None
+    raise AfterburnError(f"afterburn cc: cannot create a directory in {base}")
+
+
+def _remove_dir(d: str) -> None:
+    """Remove our private directory, which holds only files."""
+    try:
+        for name in os.listdir(d):
+            os.unlink(os.path.join(d, name))
+        os.rmdir(d)
+    except OSError:
+        pass
+
+
+def run(argv: list[str]) -> int:
+    """``afterburn cc`` as a command: errors as the rest of the command line
+    reports them (one line, status 2; a bug is status 3, without traceback)."""
+    try:
+        return main(argv)
+    except AfterburnError as e:
+        msg = str(e).replace("\n", " ")
+        print(f"afterburn: error: {msg}", file=sys.stderr)
+        return e.exit_status
+    except KeyboardInterrupt:
+        print("afterburn: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # a bug, not bad input
+        if os.environ.get("AFTERBURN_DEBUG"):
+            raise
+        print(f"afterburn: internal error: {type(e).__name__}: {e} (set AFTERBURN_DEBUG=1 for a traceback)",
+              file=sys.stderr)  # fmt: skip
+        return 3

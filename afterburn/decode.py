@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import bisect
 import struct
-from dataclasses import dataclass
 from functools import cache
+from typing import NamedTuple
 
 from capstone import CS_ARCH_X86, CS_MODE_32, CS_MODE_64, Cs, CsError
 from capstone import x86_const as X
@@ -29,13 +29,118 @@ def decoder(bits: int = 32) -> Cs:
 
 
 def decode_one(data: bytes, offset: int, address: int, bits: int = 32):
-    """The instruction at ``data[offset:]`` (reported at ``address``), or None."""
+    """The instruction at ``data[offset:]`` (reported at ``address``), or None.
+    Its ``size`` is capstone's: use :func:`size_of` for the CPU's length."""
     try:
         for insn in decoder(bits).disasm(data[offset : offset + 16], address, 1):
             return insn
     except CsError:
         return None
     return None
+
+
+# ---------------------------------------------------------------------------
+# Instruction lengths the CPU agrees with
+#
+# Capstone 5.0.9 decodes ud0 (0F FF /r) and ud1 (0F B9 /r) without their
+# ModRM byte, so one to six bytes short.  Linux ends every static-call
+# trampoline with "0f b9 cc" (ud1 %esp,%ecx): read short, its ModRM byte is
+# an int3.  Every decoder here goes through lite_run()/size_of(), which
+# correct it; corpus/decoder_check.py compares the result with objdump on
+# whole corpora and lists any other disagreement.
+
+_MODRM_SHORT = frozenset({"ud0", "ud1"})  # capstone's mnemonics for the opcodes it decodes without ModRM
+_PREFIXES = frozenset({0xF0, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65, 0x66, 0x67})
+
+
+def modrm_length(data: bytes, at: int, addr16: bool) -> int:
+    """Bytes of a ModRM operand at ``data[at]``: ModRM, SIB and displacement."""
+    if at >= len(data):
+        return 1
+    modrm = data[at]
+    mod, rm = modrm >> 6, modrm & 7
+    if mod == 3:
+        return 1
+    if addr16:
+        return 1 + (2 if mod == 2 or (mod == 0 and rm == 6) else mod)
+    n = 1
+    if rm == 4:  # SIB
+        n += 1
+        if mod == 0 and at + 1 < len(data) and data[at + 1] & 7 == 5:
+            return n + 4
+    if mod == 0:
+        return n + (4 if rm == 5 else 0)
+    return n + (1 if mod == 1 else 4)
+
+
+def true_size(data: bytes, offset: int, size: int, mnemonic: str, bits: int = 32) -> int:
+    """The CPU's length of the instruction capstone decoded at ``offset``
+    as ``size`` bytes and ``mnemonic``."""
+    if mnemonic.rsplit(" ", 1)[-1] not in _MODRM_SHORT:
+        return size
+    p = offset
+    while p < len(data) and data[p] in _PREFIXES:
+        p += 1
+    addr16 = (0x67 in data[offset:p]) == (bits == 32)  # 0x67 flips 32-bit addressing to 16 (and back in 16-bit code)
+    return min(p + 2 + modrm_length(data, p + 2, addr16 and bits != 64), len(data)) - offset
+
+
+def size_of(insn, data: bytes, offset: int, bits: int = 32) -> int:
+    """The CPU's length of a capstone instruction found at ``data[offset]``."""
+    return true_size(data, offset, insn.size, insn.mnemonic, bits)
+
+
+# Capstone 5.0.9 does not know some instructions at all.  Every register
+# form of the 0F 01 group (ModRM >= C0) is one 3-byte instruction (vmcall,
+# monitor, clac, xgetbv, serialize, wrmsrns, ...); the ones capstone lacks
+# get their length here, and a name where it is known (Linux 6.1's
+# sync_core() uses serialize).
+_GROUP7_NAMES = {0xC5: "pconfig", 0xC6: "wrmsrns", 0xCF: "encls", 0xD7: "enclu", 0xC0: "enclv", 0xE8: "serialize",
+                 0xE9: "seamcall", 0xEA: "ui_group", 0xEE: "rdpkru", 0xEF: "wrpkru"}  # fmt: skip
+
+
+def _unknown_to_capstone(data: bytes, offset: int) -> tuple[int, str] | None:
+    """(length, mnemonic) of an instruction capstone cannot decode, if known."""
+    p = offset
+    while p < len(data) and data[p] in _PREFIXES and p - offset < 14:
+        p += 1
+    if data[p : p + 2] == b"\x0f\x01" and p + 2 < len(data) and data[p + 2] >= 0xC0:
+        return p + 3 - offset, _GROUP7_NAMES.get(data[p + 2], f"0f01{data[p + 2]:02x}")
+    return None
+
+
+def lite_run(data: bytes, start: int, end: int, bits: int = 32):
+    """``(offset, size, mnemonic, op_str)`` for the instructions decoded
+    linearly from ``start`` up to ``end`` (an instruction may run past
+    ``end``), stopping at the first byte that does not decode.  The only
+    linear decoder in the project: capstone's ``disasm_lite`` with the
+    lengths corrected (see :func:`true_size`)."""
+    md = decoder(bits)
+    pos = start
+    while pos < end:
+        resync = None
+        try:
+            # disasm_lite decodes its whole buffer up front: bound it.
+            for address, size, mnemonic, op_str in md.disasm_lite(data[pos : min(end + 15, len(data))], pos):
+                if address >= end:
+                    return
+                fixed = true_size(data, address, size, mnemonic, bits)
+                yield address, fixed, mnemonic, op_str
+                pos = address + fixed
+                if fixed != size:
+                    resync = pos  # capstone's stream after it is misaligned: restart
+                    break
+        except CsError:
+            return
+        if resync is None:
+            # Capstone stopped at pos: an instruction it does not know, or
+            # bytes that are no instruction.
+            known = _unknown_to_capstone(data, pos) if pos < end else None
+            if known is None:
+                return
+            yield pos, known[0], known[1], ""
+            resync = pos + known[0]
+        pos = resync
 
 
 def is_nop(insn) -> bool:
@@ -49,7 +154,7 @@ def nop_cover(data: bytes, start: int, end: int, bits: int = 32) -> bool:
         insn = decode_one(data[:end], off, off, bits)
         if insn is None or not is_nop(insn):
             return False
-        off += insn.size
+        off += size_of(insn, data, off, bits)
     return off == end
 
 
@@ -83,10 +188,10 @@ def multiboot_headers(data: bytes) -> list[tuple[int, int]]:
     return out
 
 
-@dataclass(frozen=True)
-class Lite:
+class Lite(NamedTuple):
     """An instruction as ``disasm_lite`` gives it: enough for a sweep, ~10x
-    cheaper than a capstone instruction with operand detail."""
+    cheaper than a capstone instruction with operand detail.  (Tuples: a
+    sweep makes one per instruction.)"""
 
     address: int
     size: int
@@ -95,22 +200,80 @@ class Lite:
     bytes: bytes
 
 
-@dataclass(frozen=True)
-class Decoded:
-    """One instruction found by the sweep; ``site`` is set at a site start."""
+class Decoded(NamedTuple):
+    """One instruction found by the sweep; ``site`` is set at a site start.
+    ``padding``: an 0xCC byte that is filler, not an int3 (see
+    :func:`int3_padding`); its ``kind`` is None."""
 
     offset: int
     insn: Lite
     kind: isa.Kind | None
     site: Site | None
+    padding: bool = False
+
+
+# Instructions after which execution never falls through to the next byte.
+NO_FALL_THROUGH = frozenset({"jmp", "ljmp", "ret", "retf", "lret", "iret", "iretd", "iretw", "ud0", "ud1", "ud2",
+                             "sysexit", "sysret"})  # fmt: skip
+
+
+def int3_padding(insns: list[tuple[int, int, str]], data: bytes, targets: set[int],
+                 symbols: list[tuple[int, int]] = ()) -> set[int]:  # fmt: skip
+    """Offsets of the 0xCC bytes among ``insns`` ((offset, end, mnemonic),
+    sorted; a site's end is the end of its pad) that are padding rather
+    than int3 instructions.
+
+    The one rule every decoder here applies (docs/design.md, "Padding is
+    not code"): an 0xCC that nothing names is padding when it is one of a
+    run of two or more, or when the instruction before it never falls
+    through.  Linux fills with 0xCC between its fixed-stride stubs
+    (``.fill ..., 0xcc`` after a ``jmp``), after data (``.align 64, 0xcc``),
+    after a trampoline's ``ret`` (``ret; int3``, a speculation trap), and ld
+    fills the gaps between input sections with it.  Padding them would move
+    what follows, which those layouts forbid; none of them ever runs.
+
+    ``targets`` always name a byte: branch and relocation targets, sites.
+    ``symbols`` ((offset, size)) name their first byte, except a zero-size
+    symbol in a gap between sized symbols: that marks a boundary (a linker
+    script's ``__sched_text_end = .``) in the fill, not code."""
+    named = set(targets)
+    sized = sorted((a, a + n) for a, n in symbols if n > 0)
+    starts = [a for a, _ in sized]
+    max_end: list[int] = []  # running maximum of the ends, for "covered by a sized symbol"
+    for _, b in sized:
+        max_end.append(max(b, max_end[-1]) if max_end else b)
+    for off, size in symbols:
+        if size == 0 and sized:
+            i = bisect.bisect_right(starts, off) - 1
+            covered = i >= 0 and max_end[i] > off
+            if not covered and i >= 0 and i + 1 < len(sized):
+                continue  # in a gap between two sized symbols
+        named.add(off)
+    out: set[int] = set()
+    i, n = 0, len(insns)
+
+    def cc(k: int) -> bool:
+        off, end, _ = insns[k]
+        return end == off + 1 and data[off] == 0xCC and off not in named
+
+    while i < n:
+        if not cc(i):
+            i += 1
+            continue
+        j = i + 1  # the run of unnamed 0xCC bytes, back to back
+        while j < n and cc(j) and insns[j][0] == insns[j - 1][1]:
+            j += 1
+        prev = insns[i - 1] if i else None
+        after_stop = prev is not None and prev[1] == insns[i][0] and prev[2].rsplit(" ", 1)[-1] in NO_FALL_THROUGH
+        if j - i >= 2 or after_stop:
+            out.update(insns[k][0] for k in range(i, j))
+        i = j
+    return out
 
 
 def lite_one(data: bytes, offset: int, bits: int = 32) -> Lite | None:
-    try:
-        for address, size, mnemonic, op_str in decoder(bits).disasm_lite(data[offset : offset + 16], offset, 1):
-            return Lite(address, size, mnemonic, op_str, data[offset : offset + size])
-    except CsError:
-        return None
+    for address, size, mnemonic, op_str in lite_run(data, offset, offset + 1, bits):
+        return Lite(address, size, mnemonic, op_str, data[offset : offset + size])
     return None
 
 
@@ -130,19 +293,25 @@ def candidate_mnemonics(bits: int = 32) -> frozenset[str]:
     return frozenset(decoder(bits).insn_name(i) for i in isa.CS_IDS)
 
 
-def sweep(elf: Elf, section: Section, sites: list[Site], excluded: list[Region], bits: int | None = None) -> list[Decoded]:
+def sweep(elf: Elf, section: Section, sites: list[Site], excluded: list[Region], bits: int | None = None,
+          named: set[int] | None = None, relocated: set[int] | None = None) -> list[Decoded]:  # fmt: skip
     """Decode ``section`` guided by symbols, sites and known data.
 
     Instruction addresses are section offsets (add ``section.addr`` for the
-    virtual address of a linked file)."""
+    virtual address of a linked file).  ``named``: more offsets something
+    points at (relocation targets), ``relocated``: offsets of relocation
+    fields in the section (a branch with one there has no final target)."""
     bits = bits or elf.bits
     data = section.data
     base = 0 if elf.is_relocatable else section.addr
+    if relocated is None and elf.is_relocatable:
+        relocated = {r.offset for r in elf.relocations(section)}
     site_at = {s.offset: s for s in sites}
     # Byte ranges never decoded as code.
     skip: list[tuple[int, int]] = [(r.start, r.end) for r in excluded if r.section.index == section.index]
     skip += multiboot_headers(data)
     starts = {0}
+    symbols: list[tuple[int, int]] = []
     for sym in elf.code_symbols(section):
         off = sym.value - base
         if not 0 <= off < len(data):
@@ -151,6 +320,7 @@ def sweep(elf: Elf, section: Section, sites: list[Site], excluded: list[Region],
             skip.append((off, off + sym.size))
         else:
             starts.add(off)
+        symbols.append((off, sym.size))
     for s in sites:
         starts.update((s.offset, s.end))
     starts.update(end for _, end in skip)
@@ -162,6 +332,9 @@ def sweep(elf: Elf, section: Section, sites: list[Site], excluded: list[Region],
     skip_starts = sorted(a for a, _ in skip)
     for bi, start in enumerate(boundaries):
         stop = boundaries[bi + 1] if bi + 1 < len(boundaries) else len(data)
+        i = bisect.bisect_right(site_starts, start) - 1
+        if i >= 0 and site_starts[i] < start < site_at[site_starts[i]].end:
+            continue  # a label on the instruction of a site whose pad comes first: the site is one unit
         off = start
         while off < stop:
             if off in seen:
@@ -185,27 +358,32 @@ def sweep(elf: Elf, section: Section, sites: list[Site], excluded: list[Region],
             special = min([o for o in (_next(site_starts, off), _next(skip_starts, off)) if o is not None],
                           default=len(data))  # fmt: skip
             moved = False
-            try:
-                # Addresses are section offsets throughout, so branch targets
-                # and relocation offsets compare directly.
-                # disasm_lite decodes its whole buffer up front: bound it.
-                limit = min(special, stop + 15, len(data))
-                for address, size, mnemonic, op_str in decoder(bits).disasm_lite(data[off:limit], off):
-                    if address >= stop or address >= special or (address != off and address in seen):
-                        break
-                    seen.add(address)
-                    insn = Lite(address, size, mnemonic, op_str, data[address : address + size])
-                    out.append(Decoded(address, insn, kind_of(insn, data, bits), None))
-                    off = address + size
-                    moved = True
-            except CsError:
-                pass
+            # Addresses are section offsets throughout, so branch targets and
+            # relocation offsets compare directly.
+            bound = min(special, stop)
+            for address, size, mnemonic, op_str in lite_run(data[:min(special, stop + 15, len(data))], off, bound, bits):
+                if address != off and address in seen:
+                    break
+                seen.add(address)
+                insn = Lite(address, size, mnemonic, op_str, data[address : address + size])
+                out.append(Decoded(address, insn, kind_of(insn, data, bits), None))
+                off = address + size
+                moved = True
             if not moved:
                 if off in seen:
                     break
                 seen.add(off)
                 off += 1  # undecodable byte
     out.sort(key=lambda d: d.offset)
+    targets = {s.offset for s in sites} | {s.insn_offset for s in sites} | set(named or ())
+    for d in out:
+        t = branch_target(d.insn, relocated or set())
+        if t is not None:
+            targets.add(t)
+    pad = int3_padding([(d.offset, d.site.end if d.site else d.offset + d.insn.size, d.insn.mnemonic) for d in out],
+                       data, targets, symbols)  # fmt: skip
+    if pad:
+        out = [Decoded(d.offset, d.insn, None, None, True) if d.offset in pad else d for d in out]
     return out
 
 
@@ -274,6 +452,9 @@ def flag_effects(insn) -> tuple[int, int]:
 
 
 _STOPS = {X.X86_GRP_CALL, X.X86_GRP_RET, X.X86_GRP_INT, X.X86_GRP_IRET}
+# Instructions after which the fall-through path is not what runs next.
+_TRAPS = {X.X86_INS_HLT, X.X86_INS_UD0, X.X86_INS_UD1, X.X86_INS_UD2, X.X86_INS_SYSENTER, X.X86_INS_SYSEXIT,
+          X.X86_INS_SYSCALL, X.X86_INS_SYSRET}  # fmt: skip
 
 
 def flags_live_after(
@@ -301,9 +482,9 @@ def flags_live_after(
         pending &= ~writes
         if not pending:
             return False
-        nxt = site.end if site is not None else offset + insn.size
+        nxt = site.end if site is not None else offset + size_of(insn, data, at, bits)
         groups = set(insn.groups)
-        if groups & _STOPS or insn.id in (X.X86_INS_HLT, X.X86_INS_UD2, X.X86_INS_SYSENTER, X.X86_INS_SYSCALL):
+        if groups & _STOPS or insn.id in _TRAPS:
             return True
         if X.X86_GRP_JUMP in groups:
             if insn.id != X.X86_INS_JMP:
@@ -342,6 +523,16 @@ def direct_branch(raw: bytes, end: int) -> tuple[int, str, bytes] | None:
     if b == 0x0F and len(op) == 6 and 0x80 <= op[1] <= 0x8F:
         return end + struct.unpack("<i", op[2:6])[0], "near", prefixes
     return None
+
+
+def is_branch_field(data: bytes, field: int) -> bool:
+    """Whether a 4-byte PC-relative relocation field in code is the
+    displacement of a call, jmp or jcc rel32, whose target is then measured
+    from the end of the instruction (S + A + 4), not from the field.  The
+    opcode bytes right before the field tell."""
+    if 1 <= field <= len(data) and data[field - 1] in (0xE8, 0xE9):
+        return True
+    return 2 <= field <= len(data) and data[field - 2] == 0x0F and 0x80 <= data[field - 1] <= 0x8F
 
 
 def branch_target(insn, relocated: set[int]) -> int | None:

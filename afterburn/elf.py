@@ -1,20 +1,17 @@
 """A thin, safe view of an x86 ELF file: sections, symbols, relocations.
 
-pyelftools does the parsing; this module adds what every Afterburn command
-needs and pyelftools leaves out: validation with one-line errors (garbage in
-never becomes a traceback), REL in-place addends, and ``symbol+offset`` names.
+The headers, section table and symbol table are read with ``struct``
+(pyelftools, used before, cost afterburn cc more per object than the
+annotation did).  On top: validation with one-line errors (garbage in never
+becomes a traceback), REL in-place addends, and ``symbol+offset`` names.
 """
 from __future__ import annotations
 
 import bisect
-import io
 import struct
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
 
 from .errors import FormatError
 from .fsutil import read_input
@@ -27,6 +24,12 @@ SHN_UNDEF, SHN_LORESERVE, SHN_ABS, SHN_COMMON = 0, 0xFF00, 0xFFF1, 0xFFF2
 STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
 STT_NOTYPE, STT_OBJECT, STT_FUNC, STT_SECTION, STT_FILE = 0, 1, 2, 3, 4
 ET_REL = 1
+SHN_XINDEX = 0xFFFF
+_ET = {0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE"}
+_STT = {0: "STT_NOTYPE", 1: "STT_OBJECT", 2: "STT_FUNC", 3: "STT_SECTION", 4: "STT_FILE", 5: "STT_COMMON",
+        6: "STT_TLS", 10: "STT_GNU_IFUNC"}  # fmt: skip
+_STB = {0: "STB_LOCAL", 1: "STB_GLOBAL", 2: "STB_WEAK", 10: "STB_GNU_UNIQUE"}
+_SHN = {0: "SHN_UNDEF", 0xFFF1: "SHN_ABS", 0xFFF2: "SHN_COMMON"}  # what pyelftools called them
 
 EM_386 = 3
 EM_X86_64 = 62
@@ -127,35 +130,61 @@ class Elf:
         if self.raw[:4] != b"\x7fELF":
             raise FormatError(f"{self.path}: not an ELF file")
         try:
-            self._ef = ELFFile(io.BytesIO(self.raw))
-            machine = self._ef["e_machine"]
-            self.elfclass = self._ef.elfclass
-            self.little = self._ef.little_endian
-            self.type = self._ef["e_type"]
-            self.entry = self._ef["e_entry"]
-            self.sections = [self._section(i, s) for i, s in enumerate(self._ef.iter_sections())]
+            self._parse()
         except FormatError:
             raise
-        except (ELFError, struct.error, ValueError, KeyError, IndexError, AssertionError, TypeError) as e:
+        except (struct.error, ValueError, IndexError, UnicodeDecodeError) as e:
             raise FormatError(f"{self.path}: malformed ELF file ({e})") from None
-        if machine not in ("EM_386", "EM_X86_64"):
-            raise FormatError(f"{self.path}: ELF machine {machine} is not x86")
-        if not self.little:
-            raise FormatError(f"{self.path}: big-endian ELF is not x86")
-        self.machine = EM_386 if machine == "EM_386" else EM_X86_64
-        self.bits = 32 if self.elfclass == 32 else 64
-        if (self.machine == EM_386) != (self.bits == 32):
-            raise FormatError(f"{self.path}: ELF class {self.bits} does not match machine {machine}")
         self._by_name = {}
         for s in self.sections:
             self._by_name.setdefault(s.name, s)
 
-    def _section(self, index: int, s) -> Section:
-        h = s.header
-        return Section(
-            index, s.name, _sh_type(h["sh_type"]), h["sh_flags"], h["sh_addr"], h["sh_offset"], h["sh_size"],
-            h["sh_link"], h["sh_info"], h["sh_entsize"], h["sh_addralign"], self,
-        )  # fmt: skip
+    def _parse(self) -> None:
+        """The ELF header and section headers, read with struct: a fraction
+        of pyelftools' cost, which afterburn cc pays for every object."""
+        raw = self.raw
+        ei_class, ei_data = raw[4], raw[5]
+        if ei_class not in (1, 2):
+            raise FormatError(f"{self.path}: malformed ELF file (class {ei_class})")
+        self.elfclass = 32 if ei_class == 1 else 64
+        self.little = ei_data == 1
+        if ei_data != 1:
+            raise FormatError(f"{self.path}: big-endian ELF is not x86")
+        if ei_class == 1:
+            e_type, e_machine, _, self.entry, _, shoff, _, _, _, _, shentsize, shnum, shstrndx = \
+                struct.unpack_from("<HHIIIIIHHHHHH", raw, 16)  # fmt: skip
+            shfmt = "<10I"
+        else:
+            e_type, e_machine, _, self.entry, _, shoff, _, _, _, _, shentsize, shnum, shstrndx = \
+                struct.unpack_from("<HHIQQQIHHHHHH", raw, 16)  # fmt: skip
+            shfmt = "<IIQQQQIIQQ"
+        self.type = _ET.get(e_type, f"ET_{e_type:#x}")
+        if e_machine not in (EM_386, EM_X86_64):
+            raise FormatError(f"{self.path}: ELF machine {e_machine} is not x86")
+        self.machine = e_machine
+        self.bits = self.elfclass
+        if (self.machine == EM_386) != (self.bits == 32):
+            name = "EM_386" if e_machine == EM_386 else "EM_X86_64"
+            raise FormatError(f"{self.path}: ELF class {self.bits} does not match machine {name}")
+        if shoff == 0:
+            shnum = 0
+        elif shnum == 0:  # more than 0xff00 sections: the count is in section 0
+            shnum = struct.unpack_from(shfmt, raw, shoff)[5]
+        if shnum and (shentsize != struct.calcsize(shfmt) or shoff + shnum * shentsize > len(raw)):
+            raise FormatError(f"{self.path}: malformed ELF file (section headers out of bounds)")
+        headers = [struct.unpack_from(shfmt, raw, shoff + i * shentsize) for i in range(shnum)]
+        if shstrndx == SHN_XINDEX and headers:
+            shstrndx = headers[0][6]
+        names = b""
+        if headers and 0 < shstrndx < len(headers):
+            h = headers[shstrndx]
+            names = raw[h[4] : h[4] + h[5]]
+        self.sections = []
+        for i, h in enumerate(headers):
+            name_off, typ, flags, addr, offset, size, link, info, align, entsize = h
+            end = names.find(b"\0", name_off)
+            name = names[name_off : end if end >= 0 else len(names)].decode("utf-8", "replace")
+            self.sections.append(Section(i, name, typ, flags, addr, offset, size, link, info, entsize, align, self))
 
     # -- basic queries -----------------------------------------------------
 
@@ -180,24 +209,31 @@ class Elf:
 
     @cached_property
     def header(self) -> dict[str, int]:
-        """The ELF header's fields, by their ELF names (``e_phoff``, ...)."""
-        return {k: v for k, v in self._ef.header.items() if isinstance(v, int)}
+        """The ELF header's fields after e_ident, by their ELF names (``e_phoff``, ...)."""
+        names = ("e_type", "e_machine", "e_version", "e_entry", "e_phoff", "e_shoff", "e_flags", "e_ehsize",
+                 "e_phentsize", "e_phnum", "e_shentsize", "e_shnum", "e_shstrndx")  # fmt: skip
+        fmt = "<HHIIIIIHHHHHH" if self.elfclass == 32 else "<HHIQQQIHHHHHH"
+        return dict(zip(names, struct.unpack_from(fmt, self.raw, 16), strict=True))
 
     @cached_property
     def program_headers(self) -> list[ProgramHeader]:
         """Every program header, each checked to lie inside the file."""
+        h = self.header
+        fmt = "<8I" if self.elfclass == 32 else "<IIQQQQQQ"
+        if h["e_phoff"] == 0 or h["e_phnum"] == 0:
+            return []
+        if h["e_phentsize"] != struct.calcsize(fmt) or h["e_phoff"] + h["e_phnum"] * h["e_phentsize"] > len(self.raw):
+            raise FormatError(f"{self.path}: malformed program headers (out of bounds)")
         out = []
-        try:
-            segments = list(self._ef.iter_segments())
-        except (ELFError, struct.error, ValueError, KeyError) as e:
-            raise FormatError(f"{self.path}: malformed program headers ({e})") from None
-        for i, seg in enumerate(segments):
-            h = seg.header
-            ptype = h["p_type"] if isinstance(h["p_type"], int) else _PT.get(h["p_type"], 0x60000000)
-            if h["p_offset"] + h["p_filesz"] > len(self.raw) or (ptype == PT_LOAD and h["p_filesz"] > h["p_memsz"]):
+        for i in range(h["e_phnum"]):
+            f = struct.unpack_from(fmt, self.raw, h["e_phoff"] + i * h["e_phentsize"])
+            if self.elfclass == 32:
+                ptype, offset, vaddr, paddr, filesz, memsz, flags, _ = f
+            else:
+                ptype, flags, offset, vaddr, paddr, filesz, memsz, _ = f
+            if offset + filesz > len(self.raw) or (ptype == PT_LOAD and filesz > memsz):
                 raise FormatError(f"{self.path}: segment {i} is truncated or inconsistent")
-            out.append(ProgramHeader(ptype, h["p_offset"], h["p_vaddr"], h["p_paddr"], h["p_filesz"], h["p_memsz"],
-                                     h["p_flags"]))  # fmt: skip
+            out.append(ProgramHeader(ptype, offset, vaddr, paddr, filesz, memsz, flags))
         return out
 
     def segment_data(self, ph: ProgramHeader) -> bytes:
@@ -227,16 +263,27 @@ class Elf:
 
     @cached_property
     def symbols(self) -> list[Symbol]:
-        tab = self._ef.get_section_by_name(".symtab")
-        if tab is None:
+        tab = self.section(".symtab")
+        if tab is None or tab.type != SHT_SYMTAB:
             return []
+        if not 0 < tab.link < len(self.sections):
+            raise FormatError(f"{self.path}: malformed symbol table (no string table)")
+        strtab = self.sections[tab.link].data
+        fmt = "<IIIBBH" if self.bits == 32 else "<IBBHQQ"
+        entsize = struct.calcsize(fmt)
+        data = tab.data[: len(tab.data) - len(tab.data) % entsize]
         out = []
         try:
-            for i, sym in enumerate(tab.iter_symbols()):
-                e = sym.entry
-                out.append(Symbol(i, sym.name, e["st_value"], e["st_size"], e["st_info"]["type"],
-                                  e["st_info"]["bind"], e["st_shndx"]))  # fmt: skip
-        except (ELFError, struct.error, ValueError, UnicodeDecodeError) as e:
+            for i, fields in enumerate(struct.iter_unpack(fmt, data)):
+                if self.bits == 32:
+                    name_off, value, size, info, _, shndx = fields
+                else:
+                    name_off, info, _, shndx, value, size = fields
+                end = strtab.find(b"\0", name_off)
+                name = strtab[name_off : end if end >= 0 else len(strtab)].decode("utf-8")
+                out.append(Symbol(i, name, value, size, _STT.get(info & 0xF, f"STT_{info & 0xF}"),
+                                  _STB.get(info >> 4, f"STB_{info >> 4}"), _SHN.get(shndx, shndx)))  # fmt: skip
+        except (struct.error, UnicodeDecodeError) as e:
             raise FormatError(f"{self.path}: malformed symbol table ({e})") from None
         return out
 
@@ -310,22 +357,6 @@ def _read_signed(data: bytes, off: int, width: int, path: str, name: str) -> int
     if off < 0 or off + width > len(data):
         raise FormatError(f"{path}: relocation at {name}+{off:#x} lies outside the section")
     return int.from_bytes(data[off : off + width], "little", signed=True)
-
-
-_PT = {"PT_NULL": 0, "PT_LOAD": 1, "PT_DYNAMIC": 2, "PT_INTERP": 3, "PT_NOTE": 4, "PT_SHLIB": 5, "PT_PHDR": 6,
-       "PT_TLS": 7, "PT_GNU_EH_FRAME": 0x6474E550, "PT_GNU_STACK": 0x6474E551, "PT_GNU_RELRO": 0x6474E552,
-       "PT_GNU_PROPERTY": 0x6474E553}  # fmt: skip
-
-
-def _sh_type(t) -> int:
-    """pyelftools gives names for known types; we want the numbers."""
-    if isinstance(t, int):
-        return t
-    names = {"SHT_NULL": 0, "SHT_PROGBITS": 1, "SHT_SYMTAB": 2, "SHT_STRTAB": 3, "SHT_RELA": 4, "SHT_HASH": 5,
-             "SHT_DYNAMIC": 6, "SHT_NOTE": 7, "SHT_NOBITS": 8, "SHT_REL": 9, "SHT_SHLIB": 10, "SHT_DYNSYM": 11,
-             "SHT_INIT_ARRAY": 14, "SHT_FINI_ARRAY": 15, "SHT_PREINIT_ARRAY": 16, "SHT_GROUP": 17,
-             "SHT_SYMTAB_SHNDX": 18}  # fmt: skip
-    return names.get(t, 0x60000000)
 
 
 def open_elf(path: str | Path) -> Elf:

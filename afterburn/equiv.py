@@ -30,12 +30,11 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from capstone import CsError
 
-from . import cfi, decode, isa, sitefmt
+from . import cfi, decode, isa, refs, sitefmt
 from .annotate_obj import FrameMap, code_blobs, strip_signature
 from .errors import FormatError
-from .elf import I386_PC_BASED, STT_OBJECT, STT_SECTION, Elf
+from .elf import I386_PC_BASED, STT_FUNC, STT_OBJECT, STT_SECTION, Elf
 from .relobj import RelObject
 
 EXTRA_SECTIONS = {sitefmt.SECTION, ".rel" + sitefmt.SECTION, sitefmt.NOTE_SECTION}
@@ -117,7 +116,9 @@ class _Checker:
         self.rep = EquivReport()
         self.maps: dict[int, _Map] = {}
         self.frame_maps: dict[int, FrameMap] = {}
-        self.md = decode.decoder(32)
+        self.refs: dict | None = None
+        self.entered: dict[int, set[int]] = {}
+        self.branch_targets: dict[int, set[int]] = {}  # gas-resolved branch targets in the input, per section
 
     def problem(self, msg: str) -> None:
         self.rep.problems.append(msg)
@@ -168,6 +169,7 @@ class _Checker:
         # Decoding restarts at every symbol and data range, as the annotator's does.
         cuts = sorted({s.value for s in self.old.symbols if s.defined_in == idx and s.type != STT_SECTION}
                       | {a for a, _ in data_ranges} | {b for _, b in data_ranges} | {len(o_data)})  # fmt: skip
+        padding = self._padding(idx, o_data, cuts, data_ranges, relocs)
         pending: list[tuple[int, int, int, int]] = []  # (old at, old target, new at, new target)
         seen_sites = 0
         o = n = 0
@@ -211,7 +213,7 @@ class _Checker:
                 self.rep.sites += 1
                 o, n = o + size, n + site.length
                 continue
-            kind = self._kind(o_data, o, size, mnem)
+            kind = self._kind(o_data, o, size, mnem) if o not in padding else None
             if kind is not None and not any(a <= n < b for a, b in excluded):
                 self.problem(f"{name}+{o:#x}: sensitive {kind.name} has neither a site nor an excluded region")
             old_b = o_data[o : o + size]
@@ -239,18 +241,57 @@ class _Checker:
             self.problem(f"{name}: {len(n_data) - n} unexplained bytes at the end of the output")
         if seen_sites != len(sites):
             self.problem(f"{name}: {len(sites) - seen_sites} site record(s) match no input instruction")
+        self.branch_targets[idx] = {t for _, t, _, _ in pending}
         for o, t, n, nt in pending:
             want = m.start(t) if t < len(o_data) or t == len(o_data) else None
             if want != nt:
                 self.problem(f"{name}+{o:#x}: branch to input {t:#x} reaches new {nt:#x}, expected {want}")
 
+    def _functions(self, idx: int) -> set[int]:
+        return {s.value for s in self.old.symbols if s.defined_in == idx and s.type == STT_FUNC}
+
+    def _entered(self, idx: int) -> set[int]:
+        """Offsets of section ``idx`` of the input that control is sent to:
+        gas-resolved branches, references that are branches or code
+        pointers, functions (refs)."""
+        if idx not in self.entered:
+            if self.refs is None:
+                self.refs = refs.relobj_refs(self.old)
+            got = {r.offset for r in self.refs.get(idx, []) if r.meaning != refs.INSN} | self._functions(idx)
+            got |= self.branch_targets.get(idx, set())
+            self.entered[idx] = got
+        return self.entered[idx]
+
+    def _padding(self, idx: int, data: bytes, cuts: list[int], data_ranges: list[tuple[int, int]],
+                 relocs: list[int]) -> set[int]:  # fmt: skip
+        """The input's 0xCC padding bytes, by the documented rule
+        (decode.int3_padding), worked out from the input alone."""
+        relocated = set(relocs)
+        named: set[int] = set()
+        symbols = [(s.value, s.size) for s in self.old.symbols if s.defined_in == idx and s.type != STT_SECTION]
+        for rs in self.old.rel_sections:
+            target_data = bytes(self.old.sections[rs.target].data)
+            for r in rs.relocs:
+                sym = self.old.symbols[r.sym]
+                if sym.defined_in == idx:
+                    bias = 4 if r.type in I386_PC_BASED and self.old.sections[rs.target].is_exec and \
+                        decode.is_branch_field(target_data, r.offset) else 0  # fmt: skip
+                    named.add(sym.value + r.addend + bias)
+        insns: list[tuple[int, int, str]] = []
+        bounds = [0, *cuts]
+        for a, b in zip(bounds, bounds[1:], strict=False):
+            if any(x <= a < y for x, y in data_ranges):
+                continue
+            for off, size, mnemonic, _ in decode.lite_run(data[:b], a, b):
+                insns.append((off, off + size, mnemonic))
+                t = decode.direct_branch(data[off : off + size], off + size)
+                if t is not None and not any(off + i in relocated for i in range(1, size)):
+                    named.add(t[0])
+        return decode.int3_padding(sorted(set(insns)), data, named, symbols)
+
     def _decode(self, data: bytes, off: int) -> tuple[int, str] | None:
-        try:
-            for _, size, mnemonic, _ in self.md.disasm_lite(data[off : off + 16], off, 1):
-                return size, mnemonic
-        except CsError:
-            return None
-        return None
+        insn = decode.lite_one(data, off)
+        return (insn.size, insn.mnemonic) if insn is not None else None
 
     @staticmethod
     def _kind(data: bytes, off: int, size: int, mnemonic: str) -> isa.Kind | None:
@@ -265,7 +306,9 @@ class _Checker:
         compared as blocks, never decoded."""
         syms = [s for s in self.old.symbols if s.defined_in == idx and s.name]
         out = [(s.value, min(n, s.value + s.size)) for s in syms if s.type == STT_OBJECT and s.size and s.value < n]
-        out += [(a, b) for a, b, _, _ in code_blobs(syms, n)]
+        data = bytes(self.old.sections[idx].data)
+        relocated = {r.offset for r in self.old.relocs_for(idx)}
+        out += [(a, b) for a, b, _, _ in code_blobs(syms, n, data, relocated)]
         return sorted(out)
 
     @staticmethod
@@ -366,7 +409,8 @@ class _Checker:
                 continue
             tmap = self.maps.get(rs.target)
             old_bytes = bytes(target.data)
-            ex = target.name.startswith("__ex_table")
+            ex = refs.table_stride([r.offset for r in rs.relocs], len(old_bytes)) \
+                if target.name.startswith(refs.EX_TABLE) else 0  # fmt: skip
             by_offset = {r.offset: r for r in new_relocs}
             for r in rs.relocs:
                 self.rep.relocations += 1
@@ -386,7 +430,7 @@ class _Checker:
                     continue
                 self._addend(r, nr, where, rs.target, old_bytes, ex)
 
-    def _addend(self, r, nr, where: str, target_idx: int, old_bytes: bytes, ex: bool) -> None:
+    def _addend(self, r, nr, where: str, target_idx: int, old_bytes: bytes, ex: int) -> None:
         osym, nsym = self.old.symbols[r.sym], self.new.symbols[nr.sym]
         idx = osym.defined_in
         m = self.maps.get(idx) if idx is not None else None
@@ -397,18 +441,16 @@ class _Checker:
             elif nr.addend != r.addend:
                 self.problem(f"{where}: addend {r.addend} became {nr.addend}")
             return
-        k = 0
-        if r.type in I386_PC_BASED and self.old.sections[target_idx].is_exec:
-            o = r.offset
-            if (o >= 1 and old_bytes[o - 1] in (0xE8, 0xE9)) or (o >= 2 and old_bytes[o - 2] == 0x0F
-                                                                 and 0x80 <= old_bytes[o - 1] <= 0x8F):  # fmt: skip
-                k = 4
+        src = self.old.sections[target_idx]
+        meaning, k = refs.meaning(src.name, src.is_exec, old_bytes, r.offset, r.type, ex)
         old_t = osym.value + r.addend + k
         new_t = nsym.value + nr.addend + k
         if not 0 <= old_t <= m.old_len:  # pointer arithmetic beyond the section: symbol-relative
             want = nsym.value + r.addend + k
+        elif meaning == refs.INSN and old_t not in self._functions(idx):
+            want = m.insn(old_t)  # the instruction itself, after a pad that comes first (refs)
         else:
-            want = m.insn(old_t) if ex else m.start(old_t)
+            want = m.start(old_t)
         if new_t != want:
             self.problem(f"{where} points at new {new_t:#x}, expected {want:#x}")
 
@@ -442,8 +484,12 @@ class _Checker:
                 if (t.value, t.size) != (s.value, s.size):
                     self.problem(f"symbol {s.name}: value or size changed in a section that did not move")
                 continue
-            if t.value != m.start(s.value):
-                self.problem(f"symbol {s.name}: {t.value:#x}, expected {m.start(s.value):#x}")
+            # A label on an instruction whose pad comes first names the
+            # instruction, unless control is sent there (refs).
+            names_insn = s.type != STT_FUNC and s.value not in self._entered(s.defined_in)
+            want = m.insn(s.value) if names_insn and s.value < m.old_len else m.start(s.value)
+            if t.value != want:
+                self.problem(f"symbol {s.name}: {t.value:#x}, expected {want:#x}")
             elif s.size and t.size != m.start(s.value + s.size) - t.value:
                 self.problem(f"symbol {s.name}: size {t.size:#x}, expected {m.start(s.value + s.size) - t.value:#x}")
 
@@ -457,8 +503,30 @@ class _Checker:
             if a.name.startswith(".debug_") and not b.data:
                 continue
             fields = sorted(r.offset for r in self.old.relocs_for(a.index))
-            if len(a.data) != len(b.data) or not self._same_but_relocs(bytes(a.data), bytes(b.data), 0, fields):
+            old_data, new_data = bytearray(a.data), bytes(b.data)
+            if a.name == ".altinstructions":
+                # Each entry's original length follows its (padded) code.
+                for at, want in self._alt_lengths(a).items():
+                    if at < len(new_data) and new_data[at] != want:
+                        self.problem(f".altinstructions+{at:#x}: original length {new_data[at]}, expected {want}")
+                    old_data[at] = new_data[at] if at < len(new_data) else old_data[at]
+            if len(old_data) != len(new_data) or not self._same_but_relocs(bytes(old_data), new_data, 0, fields):
                 self.problem(f"{a.name}: contents changed outside relocation fields")
+
+    def _alt_lengths(self, alt) -> dict[int, int]:
+        """Offset of each .altinstructions entry's original-length byte ->
+        the length its original range maps to."""
+        relocs = sorted(self.old.relocs_for(alt.index), key=lambda r: r.offset)
+        stride = refs.table_stride([r.offset for r in relocs], len(alt.data))
+        out = {}
+        for r in relocs:
+            if not stride or r.offset % stride or r.offset + 10 >= len(alt.data):
+                continue
+            sym = self.old.symbols[r.sym]
+            m = self.maps.get(sym.defined_in) if sym.defined_in is not None else None
+            start, n = sym.value + r.addend, alt.data[r.offset + 10]
+            out[r.offset + 10] = m.start(start + n) - m.start(start) if m is not None else n
+        return out
 
 
 def check(old_raw: bytes, new_raw: bytes, old_path: str = "<input>", new_path: str = "<output>") -> EquivReport:

@@ -3,7 +3,6 @@ never leaves one behind."""
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from .errors import AfterburnError
@@ -30,6 +29,8 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, mode: int | None = 
             umask = os.umask(0)
             os.umask(umask)
             mode = 0o666 & ~umask
+    import tempfile  # (only here: afterburn cc imports this module for every compile)
+
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as e:

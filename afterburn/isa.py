@@ -59,7 +59,8 @@ from collections.abc import Callable, Iterable
 from capstone import x86_const as X
 
 
-_CONTROL_TRANSFER = frozenset({"iret", "lret", "ljmp", "lcall", "int", "int3", "into", "rsm"})
+_CONTROL_TRANSFER = frozenset({"iret", "lret", "ljmp", "lcall", "int", "int3", "into", "rsm", "sysenter", "sysexit",
+                               "syscall", "sysret", "vmcall", "vmmcall", "getsec", "vmx", "svm"})  # fmt: skip
 
 # Kinds whose *next* instruction address is architecturally visible: pushed
 # as a return address (int, int3, into, lcall), the EIP an interrupt sees
@@ -333,6 +334,61 @@ _KINDS: list[Kind] = [
          F({X.X86_INS_ARPL}), None, _suffixed("arpl", suffixes=("", "w"))),
     Kind(53, "rsm", P, 4, None, F(), F({"eflags.all", "cs:eip"}), "resume from system management mode",
          F({X.X86_INS_RSM}), None, F({"rsm"})),
+    # Issue 9: the rest of what a 32-bit kernel can execute.  Each is CALL(1)
+    # (w_misc + an operation byte), so the pad is 6 minus the shortest form.
+    Kind(54, "sysenter", S, 4, None, F({"msr", "esp"}), F({"cs:eip", "ss:esp"}), "fast system call entry",
+         F({X.X86_INS_SYSENTER}), None, F({"sysenter"})),
+    Kind(55, "sysexit", P, 4, None, F({"msr", "ecx", "edx"}), F({"cs:eip", "ss:esp"}), "fast return to user mode",
+         F({X.X86_INS_SYSEXIT}), None, F({"sysexit", "sysexitl"})),
+    Kind(56, "syscall", S, 4, None, F({"msr"}), F({"cs:eip", "ecx", "eflags.all"}), "fast system call (AMD)",
+         F({X.X86_INS_SYSCALL}), None, F({"syscall"})),
+    Kind(57, "sysret", P, 4, None, F({"msr", "ecx"}), F({"cs:eip", "eflags.all"}), "return from syscall",
+         F({X.X86_INS_SYSRET}), None, F({"sysret", "sysretl"})),
+    Kind(58, "xsetbv", P, 3, None, F({"ecx", "eax", "edx"}), F({"xcr"}), "write an extended control register (XCR0)",
+         F({X.X86_INS_XSETBV}), None, F({"xsetbv"})),
+    Kind(59, "xgetbv", S, 3, None, F({"ecx", "xcr"}), F({"eax", "edx"}), "read an extended control register",
+         F({X.X86_INS_XGETBV}), None, F({"xgetbv"})),
+    Kind(60, "xsaves", P, 3, None, F({"eax", "edx", "xcr", "msr"}), F({"mem"}), "save supervisor state components",
+         F({X.X86_INS_XSAVES}), None, F({"xsaves"})),
+    Kind(61, "xrstors", P, 3, None, F({"eax", "edx", "mem"}), F({"xstate"}), "restore supervisor state components",
+         F({X.X86_INS_XRSTORS}), None, F({"xrstors"})),
+    Kind(62, "monitor", P, 3, None, F({"eax", "ecx", "edx"}), F({"monitor"}), "arm address monitoring",
+         F({X.X86_INS_MONITOR}), None, F({"monitor"})),
+    Kind(63, "mwait", P, 3, None, F({"eax", "ecx", "monitor"}), F(), "wait for a monitored store or an interrupt",
+         F({X.X86_INS_MWAIT}), None, F({"mwait"})),
+    Kind(64, "rdpmc", P, 4, None, F({"ecx", "pmc"}), F({"eax", "edx"}), "read a performance counter",
+         F({X.X86_INS_RDPMC}), None, F({"rdpmc"})),
+    Kind(65, "rdtscp", S, 3, None, F({"tsc", "msr"}), F({"eax", "edx", "ecx"}), "read the TSC and TSC_AUX",
+         F({X.X86_INS_RDTSCP}), None, F({"rdtscp"})),
+    Kind(66, "invpcid", P, 1, None, F({"reg", "mem"}), F({"tlb"}), "invalidate TLB entries by PCID",
+         F({X.X86_INS_INVPCID}), None, F({"invpcid"})),
+    Kind(67, "clac", P, 3, None, F(), F({"eflags.ac"}), "clear EFLAGS.AC (SMAP)",
+         F({X.X86_INS_CLAC}), None, F({"clac"})),
+    Kind(68, "stac", P, 3, None, F(), F({"eflags.ac"}), "set EFLAGS.AC (SMAP)",
+         F({X.X86_INS_STAC}), None, F({"stac"})),
+    Kind(69, "wbnoinvd", P, 3, None, F(), F({"cache"}), "write back caches without invalidating",
+         F({X.X86_INS_WBNOINVD}), None, F({"wbnoinvd"})),
+    Kind(70, "rdpid", S, 2, None, F({"msr"}), F({"reg"}), "read TSC_AUX (the processor id)",
+         F({X.X86_INS_RDPID}), None, F({"rdpid"})),
+    Kind(71, "vmcall", S, 3, None, F({"eax"}), F({"cs:eip"}), "call the hypervisor (Intel)",
+         F({X.X86_INS_VMCALL}), None, F({"vmcall"})),
+    Kind(72, "vmmcall", S, 3, None, F({"eax"}), F({"cs:eip"}), "call the hypervisor (AMD)",
+         F({X.X86_INS_VMMCALL}), None, F({"vmmcall"})),
+    Kind(73, "vmfunc", S, 3, None, F({"eax", "ecx"}), F({"ept"}), "invoke a VM function",
+         F({X.X86_INS_VMFUNC}), None, F({"vmfunc"})),
+    Kind(74, "getsec", P, 4, None, F({"eax", "ebx"}), F({"cs:eip"}), "safer mode extensions (SMX)",
+         F({X.X86_INS_GETSEC}), None, F({"getsec"})),
+    Kind(75, "vmx", P, 3, None, F({"rm", "reg", "vmcs"}), F({"rm", "reg", "vmcs", "cs:eip", "eflags.arith"}),
+         "VMX operation (vmxon ... invvpid): a kernel acting as a hypervisor",
+         F({X.X86_INS_VMXON, X.X86_INS_VMXOFF, X.X86_INS_VMLAUNCH, X.X86_INS_VMRESUME, X.X86_INS_VMREAD,
+            X.X86_INS_VMWRITE, X.X86_INS_VMPTRLD, X.X86_INS_VMPTRST, X.X86_INS_VMCLEAR, X.X86_INS_INVEPT,
+            X.X86_INS_INVVPID}), None,
+         F({"vmxon", "vmxoff", "vmlaunch", "vmresume", "vmread", "vmreadl", "vmwrite", "vmwritel", "vmptrld",
+            "vmptrst", "vmclear", "invept", "invvpid"})),
+    Kind(76, "svm", P, 3, None, F({"eax", "vmcb"}), F({"vmcb", "cs:eip", "eflags.if"}),
+         "SVM operation (vmrun ... invlpga): a kernel acting as a hypervisor",
+         F({X.X86_INS_VMRUN, X.X86_INS_VMLOAD, X.X86_INS_VMSAVE, X.X86_INS_STGI, X.X86_INS_CLGI, X.X86_INS_SKINIT,
+            X.X86_INS_INVLPGA}), None, F({"vmrun", "vmload", "vmsave", "stgi", "clgi", "skinit", "invlpga"})),
 ]  # fmt: skip
 
 # Markers share the record format but are not instructions.
@@ -410,6 +466,11 @@ def classify(insn) -> Kind | None:
         if kind.matches_cs(insn):
             return kind
     return None
+
+
+def candidate_att(mnemonic: str) -> bool:
+    """Whether some kind has this AT&T mnemonic (lower case, no prefixes)."""
+    return mnemonic in _BY_ATT
 
 
 def classify_att(mnemonic: str, operands: list[str]) -> Kind | None:

@@ -21,8 +21,8 @@ import struct
 from dataclasses import dataclass, field
 
 from .elf import (
-    EM_386, ET_REL, I386_RELOC_WIDTH, SHF_ALLOC, SHF_EXECINSTR, SHN_LORESERVE, SHT_NOBITS, SHT_PROGBITS, SHT_REL,
-    SHT_RELA, SHT_STRTAB, SHT_SYMTAB, SHT_SYMTAB_SHNDX, STT_SECTION,
+    EM_386, ET_REL, I386_RELOC_WIDTH, SHF_ALLOC, SHF_EXECINSTR, SHN_LORESERVE, SHT_GROUP, SHT_NOBITS, SHT_PROGBITS,
+    SHT_REL, SHT_RELA, SHT_STRTAB, SHT_SYMTAB, SHT_SYMTAB_SHNDX, STT_SECTION,
 )  # fmt: skip
 from .errors import FormatError
 
@@ -214,6 +214,11 @@ class RelObject:
             for r in rs.relocs:
                 if r.sym >= first_global:
                     r.sym += 1
+        for s in self.sections:
+            # A section group names its signature symbol by index (COMDAT:
+            # gcc's __x86.get_pc_thunk.* in every object that uses one).
+            if s.type == SHT_GROUP and s.info >= first_global:
+                s.info += 1
         self.symtab.info += 1
         return first_global
 

@@ -52,6 +52,33 @@ class SiteFlag(enum.IntFlag):
 RESERVED_FLAGS = 0xFF & ~int(SiteFlag.FLAGS_LIVE | SiteFlag.PAD_BEFORE)
 
 
+class Why(enum.IntEnum):
+    """Why a region is excluded: the flags byte of its ``exclude_begin``
+    record (docs/site-format.md).  Readers show unknown values as numbers."""
+
+    UNSPECIFIED = 0  # .afterburn_noannotate, or a writer that gives no reason
+    MODE = 1  # 16- or 64-bit code (.code16, .code64)
+    DATA = 2  # data in a code section (.ascii, .string)
+    ALTERNATIVES = 3  # code the kernel copies or overwrites at boot (.altinstructions)
+    UNCHANGED = 4  # object annotation left it as it was (docs/objects.md: undecodable, fixed-length, blob)
+
+    @classmethod
+    def describe(cls, value: int) -> str:
+        try:
+            return _WHY_TEXT[cls(value)]
+        except ValueError:
+            return f"reason {value}"
+
+
+_WHY_TEXT = {
+    Why.UNSPECIFIED: "excluded on request (.afterburn_noannotate)",
+    Why.MODE: "16- or 64-bit code, not pre-virtualized",
+    Why.DATA: "data in a code section",
+    Why.ALTERNATIVES: "alternatives: the kernel copies or overwrites this code at boot",
+    Why.UNCHANGED: "left unchanged by object annotation",
+}
+
+
 @dataclass(frozen=True)
 class Site:
     """One record, resolved to the code it describes."""
@@ -102,6 +129,7 @@ class Region:
     section: Section
     start: int
     end: int
+    why: int = Why.UNSPECIFIED
 
 
 @dataclass
@@ -169,7 +197,7 @@ def read_site_table(elf: Elf) -> SiteTable:
         raise FormatError(f"{elf.path}: {SECTION} size {sec.size} is not a multiple of {RECORD_SIZE}")
     targets = _resolve_targets(elf, sec)
     sites: list[Site] = []
-    open_regions: dict[int, tuple[int, Section]] = {}
+    open_regions: dict[int, tuple[int, Section, int]] = {}
     regions: list[Region] = []
     data = sec.data
     for i in range(sec.size // RECORD_SIZE):
@@ -183,14 +211,14 @@ def read_site_table(elf: Elf) -> SiteTable:
             if kind is isa.EXCL_BEGIN:
                 if target_sec.index in open_regions:
                     raise FormatError(f"{where}: nested exclude_begin")
-                open_regions[target_sec.index] = (target_off, target_sec)
+                open_regions[target_sec.index] = (target_off, target_sec, flags)
             else:
                 if target_sec.index not in open_regions:
                     raise FormatError(f"{where}: exclude_end without exclude_begin")
-                start, s = open_regions.pop(target_sec.index)
+                start, s, why = open_regions.pop(target_sec.index)
                 if target_off < start:
                     raise FormatError(f"{where}: excluded region ends before it starts")
-                regions.append(Region(s, start, target_off))
+                regions.append(Region(s, start, target_off, why))
             continue
         if flags & RESERVED_FLAGS:
             raise FormatError(f"{where}: reserved flag bits {flags & RESERVED_FLAGS:#x} set")
@@ -202,23 +230,37 @@ def read_site_table(elf: Elf) -> SiteTable:
             raise FormatError(f"{where}: runs past the end of {target_sec.name}")
         sites.append(Site(i, target_sec, target_off, kind, length, insn_len, SiteFlag(flags)))
     if open_regions:
-        _, s = next(iter(open_regions.values()))
+        _, s, _ = next(iter(open_regions.values()))
         raise FormatError(f"{elf.path}: unterminated excluded region in {s.name}")
     return SiteTable(FORMAT_VERSION, file_isa, sites, regions)
+
+
+def data_kind(sec: Section, i: int) -> int:
+    """The kind byte of record ``i``."""
+    return sec.data[i * RECORD_SIZE + 4]
 
 
 def _resolve_targets(elf: Elf, sec: Section) -> list[tuple[Section, int]]:
     """(section, offset) each record's self-relative offset points at."""
     n = sec.size // RECORD_SIZE
     if not elf.is_relocatable:
-        out = []
+        out: list[tuple[Section, int]] = []
+        started: set[int] = set()  # sections with an exclude_begin so far
         for i in range(n):
             rel = RECORD.unpack_from(sec.data, i * RECORD_SIZE)[0]
             addr = (sec.addr + i * RECORD_SIZE + rel) & ((1 << elf.bits) - 1)
             target = elf.section_at(addr)
+            if data_kind(sec, i) == isa.EXCL_END.id:
+                # The end of an excluded region may be the end of its
+                # section, which is where the next section (if any) starts:
+                # the region's own section, if it ends there, wins.
+                ending = next((s for s in elf.sections if s.index in started and s.addr + s.size == addr), None)
+                target = ending or target
             if target is None:
                 raise FormatError(f"{elf.path}: {SECTION} record {i} points at {addr:#x}, outside any section")
             out.append((target, addr - target.addr))
+            if data_kind(sec, i) == isa.EXCL_BEGIN.id:
+                started.add(target.index)
         return out
     relocs = {r.offset: r for r in elf.relocations(sec)}
     pc_types = I386_PC_RELATIVE if elf.bits == 32 else {R_X86_64_PC32}
@@ -269,11 +311,11 @@ def record_directives(start: str, end: str, insn_len: str, kind: isa.Kind | str,
     ]
 
 
-def marker_directives(label: str, kind: isa.Kind) -> list[str]:
+def marker_directives(label: str, kind: isa.Kind, why: int = Why.UNSPECIFIED) -> list[str]:
     return [
         f'.pushsection {SECTION},"a",@progbits',
         ".balign 4",
         f".long {label} - .",
-        f".byte {kind.id}, 0, 0, 0",
+        f".byte {kind.id}, 0, 0, {int(why)}",
         ".popsection",
     ]

@@ -18,9 +18,9 @@ import bisect
 from dataclasses import asdict, dataclass, field
 
 
-from . import decode, isa
-from .elf import I386_PC_RELATIVE, Elf, Section
-from .sitefmt import Site, SiteTable, read_site_table
+from . import decode, isa, refs
+from .elf import Elf, Section
+from .sitefmt import SECTION, Site, SiteTable, Why, read_site_table
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,9 @@ class Report:
     by_kind: dict[str, int] = field(default_factory=dict)
     instructions: int = 0
     problems: list[Problem] = field(default_factory=list)
+    # Every excluded region, with why, and the sensitive instructions in it
+    # (not counted in data): what annotation left alone is listed, not hidden.
+    regions: list[dict] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -63,42 +66,28 @@ def relocation_targets(elf: Elf) -> dict[int, list[tuple[int, str]]]:
     """For relocatable files: per executable section index, the offsets that
     relocations from anywhere (jump tables, __ex_table, ...) point at, with a
     description of where the reference comes from."""
-    out: dict[int, list[tuple[int, str]]] = {}
-    if not elf.is_relocatable:
-        return out
-    syms = elf.symbols
+    return {idx: [(r.offset, r.source) for r in rs] for idx, rs in refs.elf_refs(elf).items()}
+
+
+def _data_pointers(elf: Elf) -> set[int]:
+    """In a linked file, which has no relocations left: every address a
+    32-bit word of allocated data could point at, absolute (jump tables,
+    function pointers) or relative to itself (Linux's __ex_table).  Evidence
+    that control may be sent there, for the label-before-pad check."""
+    import struct
+
+    cached = getattr(elf, "_afterburn_data_pointers", None)
+    if cached is not None:
+        return cached
+    out: set[int] = set()
     for sec in elf.sections:
-        if sec.type not in (1,) or not sec.is_alloc:  # PROGBITS holders only
-            continue
-        relocs = elf.relocations(sec)
-        if not relocs:
-            continue
-        branch_ends = _branch_displacement_ends(elf, sec) if sec.is_exec else {}
-        for r in relocs:
-            if r.sym >= len(syms):
-                continue
-            sym = syms[r.sym]
-            if not isinstance(sym.shndx, int) or sym.shndx >= len(elf.sections):
-                continue
-            target_sec = elf.sections[sym.shndx]
-            if not target_sec.is_exec:
-                continue
-            target = sym.value + r.addend
-            if elf.bits == 32 and r.type in I386_PC_RELATIVE:
-                # A PC-relative field inside a branch is relative to the end of
-                # the instruction, not to the field.
-                target += branch_ends.get(r.offset, r.offset) - r.offset
-            out.setdefault(target_sec.index, []).append((target, f"{sec.name}+{r.offset:#x}"))
-    return out
-
-
-def _branch_displacement_ends(elf: Elf, sec: Section) -> dict[int, int]:
-    """Map: offset of a branch's 4-byte displacement -> end of that branch."""
-    out = {}
-    for d in decode.sweep(elf, sec, [], []):
-        b = decode.direct_branch(d.insn.bytes, d.offset + d.insn.size)
-        if b is not None and b[1] == "near":
-            out[d.offset + d.insn.size - 4] = d.offset + d.insn.size
+        if not sec.is_alloc or sec.is_exec or sec.type != 1 or elf.bits != 32 or sec.name == SECTION:
+            continue  # (the site records point at every site start)
+        data = sec.data[: len(sec.data) & ~3]
+        for i, (w,) in enumerate(struct.iter_unpack("<I", data)):
+            out.add(w)
+            out.add((sec.addr + 4 * i + w) & 0xFFFFFFFF)
+    elf._afterburn_data_pointers = out
     return out
 
 
@@ -108,13 +97,29 @@ def verify(elf: Elf, table: SiteTable | None = None) -> Report:
     for s in table.sites:
         rep.by_kind[s.kind.name] = rep.by_kind.get(s.kind.name, 0) + 1
     per_section = table.by_section()
-    reloc_targets = relocation_targets(elf)
+    references = refs.elf_refs(elf)
     for sec in elf.exec_sections():
         sites = per_section.get(sec.index, [])
         rep.problems += _check_records(elf, sec, sites)
-        rep.problems += _check_coverage_and_branches(elf, sec, sites, table, reloc_targets.get(sec.index, []), rep)
+        rep.problems += _check_coverage_and_branches(elf, sec, sites, table, references.get(sec.index, []), rep)
+    rep.regions = _regions(elf, table)
     rep.problems.sort(key=lambda p: (p.section, p.offset, p.check))
     return rep
+
+
+def _regions(elf: Elf, table: SiteTable) -> list[dict]:
+    out = []
+    for r in table.excluded:
+        sensitive: dict[str, int] = {}
+        if r.why != Why.DATA and r.section.is_exec:
+            data = r.section.data
+            for off, size, mnemonic, op_str in decode.lite_run(data[: r.end], r.start, r.end, elf.bits):
+                kind = decode.kind_of(decode.Lite(off, size, mnemonic, op_str, data[off : off + size]), data, elf.bits)
+                if kind is not None:
+                    sensitive[kind.name] = sensitive.get(kind.name, 0) + 1
+        out.append({"section": r.section.name, "start": r.start, "end": r.end, "address": r.section.addr + r.start,
+                    "where": elf.symbolize(r.section, r.start), "why": Why.describe(r.why), "sensitive": sensitive})  # fmt: skip
+    return out
 
 
 def _check_records(elf: Elf, sec: Section, sites: list[Site]) -> list[Problem]:
@@ -140,9 +145,10 @@ def _check_records(elf: Elf, sec: Section, sites: list[Site]) -> list[Problem]:
             got = kind.name if kind else f"'{insn.mnemonic} {insn.op_str}'".replace(" '", "'")
             out.append(_problem(elf, sec, s.offset, "kind", f"record says {s.kind.name}, instruction is {got}"))
             continue
-        if insn.size != s.insn_len:
+        if decode.size_of(insn, data, s.insn_offset, elf.bits) != s.insn_len:
             out.append(_problem(elf, sec, s.offset, "length",
-                                f"record says the instruction is {s.insn_len} bytes, it is {insn.size}"))  # fmt: skip
+                                f"record says the instruction is {s.insn_len} bytes, it is "
+                                f"{decode.size_of(insn, data, s.insn_offset, elf.bits)}"))  # fmt: skip
             continue
         if s.pad_before != isa.pad_before_cs(kind, insn):
             where = "before" if isa.pad_before_cs(kind, insn) else "after"
@@ -156,11 +162,11 @@ def _check_records(elf: Elf, sec: Section, sites: list[Site]) -> list[Problem]:
 
 
 def _check_coverage_and_branches(
-    elf: Elf, sec: Section, sites: list[Site], table: SiteTable, reloc_targets: list[tuple[int, str]], rep: Report
+    elf: Elf, sec: Section, sites: list[Site], table: SiteTable, references: list[refs.Ref], rep: Report
 ) -> list[Problem]:
     out: list[Problem] = []
     relocated = {r.offset for r in elf.relocations(sec)} if elf.is_relocatable else set()
-    decoded = decode.sweep(elf, sec, sites, table.excluded)
+    decoded = decode.sweep(elf, sec, sites, table.excluded, named={r.offset for r in references}, relocated=relocated)
     rep.instructions += len(decoded)
     # A target strictly inside a site (its pad, or the instruction when the
     # pad comes first) would skip part of what the rewriter replaces.
@@ -174,6 +180,7 @@ def _check_coverage_and_branches(
             return pads[i][2]
         return None
 
+    entered: set[int] = set()  # where control is sent: branches, code pointers
     for d in decoded:
         if d.kind is not None and d.site is None:
             text = f"{d.insn.mnemonic} {d.insn.op_str}".strip()
@@ -181,15 +188,36 @@ def _check_coverage_and_branches(
                                 f"sensitive instruction {d.kind.name} ({text}) has no site record"))  # fmt: skip
         target = decode.branch_target(d.insn, relocated)
         if target is not None:
+            entered.add(target)
             site = in_pad(target)
             if site is not None:
                 out.append(_problem(elf, sec, d.offset, "branch-into-pad",
                                     f"branch at {elf.symbolize(sec, d.offset)} targets the inside of the "
                                     f"{site.kind.name} site at {elf.symbolize(sec, site.offset)}"))  # fmt: skip
-    for target, src in reloc_targets:
-        site = in_pad(target)
-        if site is not None:
-            out.append(_problem(elf, sec, target, "branch-into-pad",
-                                f"relocation from {src} points inside the {site.kind.name} site at "
+    base = 0 if elf.is_relocatable else sec.addr
+    symbols = [(s.value - base, s) for s in elf.code_symbols(sec)]
+    functions = {off for off, s in symbols if s.type == "STT_FUNC"}
+    entered |= {r.offset for r in references if r.meaning != refs.INSN} | functions
+    first_pad = {s.offset: s for s in sites if s.pad_before and s.pad}
+    for r in references:
+        site = in_pad(r.offset)
+        if site is not None and not (r.meaning == refs.INSN and site.pad_before and r.offset == site.insn_offset):
+            out.append(_problem(elf, sec, r.offset, "branch-into-pad",
+                                f"relocation from {r.source} points inside the {site.kind.name} site at "
                                 f"{elf.symbolize(sec, site.offset)}"))  # fmt: skip
+        site = first_pad.get(r.offset)
+        if site is not None and r.meaning == refs.INSN and r.offset not in functions:
+            out.append(_problem(elf, sec, r.offset, "label-before-pad",
+                                f"the address taken at {r.source} names the pad before the {site.kind.name} at "
+                                f"{elf.symbolize(sec, site.insn_offset)}, not the instruction"))  # fmt: skip
+    # A label on a pad-first site's start that nothing sends control to is
+    # the address of the instruction, written where the pad now is (issue 9:
+    # int3_selftest_ip).
+    linked_pointers = _data_pointers(elf) if first_pad and not elf.is_relocatable else set()
+    for off, sym in symbols:
+        site = first_pad.get(off)
+        if site is not None and off not in entered and off + base not in linked_pointers:
+            out.append(_problem(elf, sec, off, "label-before-pad",
+                                f"{sym.name} names the pad before the {site.kind.name}, and nothing branches there: "
+                                "it means the instruction"))  # fmt: skip
     return out

@@ -27,7 +27,12 @@ SEG_OVERRIDES = {0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65}
 _OVERRIDE_SREG = {0x26: 0, 0x2E: 1, 0x36: 2, 0x3E: 3, 0x64: 4, 0x65: 5}  # ES CS SS DS FS GS
 
 SYS_OP = {"sldt": 0, "str": 1, "lldt": 2, "ltr": 3, "verr": 4, "verw": 5, "smsw": 6, "lmsw": 7}
-MISC_OP = {"clts": 0, "invd": 1, "wbinvd": 2, "cpuid": 3, "rdmsr": 4, "wrmsr": 5, "rdtsc": 6, "rsm": 7, "hlt": 8}
+MISC_OP = {"clts": 0, "invd": 1, "wbinvd": 2, "cpuid": 3, "rdmsr": 4, "wrmsr": 5, "rdtsc": 6, "rsm": 7, "hlt": 8,
+           # issue 9: what the virtual CPU does not offer (wedge/src/cpu.c, h_misc)
+           "sysenter": 9, "sysexit": 10, "syscall": 11, "sysret": 12, "xsetbv": 13, "xgetbv": 14, "xsaves": 15,
+           "xrstors": 16, "monitor": 17, "mwait": 18, "rdpmc": 19, "rdtscp": 20, "invpcid": 21, "clac": 22,
+           "stac": 23, "wbnoinvd": 24, "rdpid": 25, "vmcall": 26, "vmmcall": 27, "vmfunc": 28, "getsec": 29,
+           "vmx": 30, "svm": 31}  # fmt: skip
 DTR_OP = {"lgdt": 0, "lidt": 1, "sgdt": 2, "sidt": 3}
 LXS_SREG = {"lds": 3, "les": 0, "lfs": 4, "lgs": 5, "lss": 2}
 

@@ -8,11 +8,13 @@ from afterburn.annotate_asm import annotate_text
 from afterburn.decode import decode_one, nop_cover
 from afterburn.elf import Elf
 from afterburn.errors import AfterburnError
-from afterburn.sitefmt import read_site_table
+from afterburn.annotate_obj import annotate_object
+from afterburn.equiv import check
+from afterburn.sitefmt import Why, read_site_table
 from afterburn.verify import verify
 
 from .conftest import assemble
-from .forms import FORMS
+from .forms import ALL_FORMS as FORMS
 
 
 def annotate_and_load(text, tmp_path, as_assembler, name="t"):
@@ -78,10 +80,13 @@ def test_pad_placement_keeps_next_instruction_addresses(tmp_path, as_assembler):
     res, elf, table = annotate_and_load(src, tmp_path, as_assembler)
     syms = {s.name: s.value for s in elf.symbols if s.name in "abcde"}
     by_kind = {s.kind.name: s for s in table.sites}
-    assert by_kind["sti"].end == syms["a"] and by_kind["hlt"].end == syms["b"] and by_kind["int3"].end == syms["c"]
+    hlt, int3 = by_kind["hlt"], by_kind["int3"]
+    ss_load = next(s for s in table.sites if s.kind.name == "mov_to_sreg" and s.pad_before)
+    assert by_kind["sti"].end == hlt.offset and hlt.end == int3.offset and int3.end == ss_load.offset
+    # A label names the instruction it is written on, after a pad that comes first.
+    assert (hlt.insn_offset, int3.insn_offset, ss_load.insn_offset) == (syms["a"], syms["b"], syms["c"])
     assert by_kind["mov_to_sreg"].pad_before is False  # the ds load
-    ss_load = next(s for s in table.sites if s.offset == syms["c"])
-    assert ss_load.pad_before and ss_load.end == syms["d"]  # mov ss; mov esp stay adjacent
+    assert ss_load.end == syms["d"]  # mov ss; mov esp stay adjacent
     assert by_kind["rdmsr"].insn_offset == syms["e"] and not by_kind["rdmsr"].pad_before
     assert verify(elf, table).ok
 
@@ -203,8 +208,12 @@ def test_already_annotated_is_a_noop(as_assembler):
 
 
 def test_hand_written_byte_sites_are_caught(as_assembler):
+    """Bytes that are one sensitive instruction are that instruction (a
+    site); bytes that hide one among others are refused, never left."""
+    res = annotate_text("\t.text\nf:\t.byte 0xfa\n\tret\n", "t.s", as_assembler)
+    assert [s.kind.name for s in res.sites] == ["cli"]
     with pytest.raises(AfterburnError, match="not visible in the text"):
-        annotate_text("\t.text\nf:\t.byte 0xfa\n\tret\n", "t.s", as_assembler)
+        annotate_text("\t.text\nf:\t.byte 0x90, 0xfa\n\tret\n", "t.s", as_assembler)
 
 
 def test_intel_syntax_is_refused(as_assembler):
@@ -226,3 +235,172 @@ def test_dot_end_keeps_the_note_reachable(tmp_path, as_assembler):
 def test_without_assembler_sites_are_conservatively_live():
     res = annotate_text("\t.text\n\tsti\n\txorl %eax,%eax\n", "t.s", None)
     assert res.sites[0].flags_live
+
+
+# -- issue 9: what Linux 6.1 showed ------------------------------------------------
+
+def test_strings_in_code_are_data_not_instructions(tmp_path, as_assembler):
+    """Failure 5: Kbuild's asm-offsets.c emits ``.ascii "->SYM value"`` into
+    .text; decoded as code it holds arpl and insb, and the cross-check
+    refused it.  A string is data: an excluded region saying so."""
+    text = '\t.text\nmain:\n\t.ascii "->TI_flags $8 offsetof(struct thread_info, flags)"\n\tcli\n\tret\n'
+    res, elf, table = annotate_and_load(text, tmp_path, as_assembler)
+    assert [s.kind.name for s in table.sites] == ["cli"]
+    (region,) = table.excluded
+    assert region.why == Why.DATA and region.end - region.start == len("->TI_flags $8 offsetof(struct thread_info, flags)")
+    assert verify(elf, table).ok
+
+
+ALT = """\t.macro ALT oldinstr, newinstr
+140:
+\t\\oldinstr
+141:
+\t.pushsection .altinstr_replacement,"ax"
+143:
+\t\\newinstr
+144:
+\t.popsection
+\t.endm
+\t.macro STR insn
+\trep \\insn
+\t.endm
+\t.text
+f:
+"""
+
+
+def test_macro_arguments_of_several_tokens(tmp_path, as_assembler):
+    """Failure 6: per-expansion sites pasted the argument into symbol names,
+    which broke for ``.byte 0x0f,0x01,0xcb``, ``movl %esp,%ebp; sysenter``
+    or ``.rept``.  Each expansion is now decided by its bytes."""
+    text = ALT + ('\tALT ".byte 0x0f,0x01,0xcb", "nop"\n'
+                  '\tALT "movl %esp,%ebp; cli", "nop"\n'  # sensitive last: pad after
+                  '\tALT "sti; nop", "nop"\n'  # pad before, sensitive first
+                  '\tALT ".rept 2; nop; .endr", "nop"\n'
+                  '\tALT "hlt", ".byte 0x0f,0x01,0xcb"\n'
+                  "\tSTR insb\n\tSTR movsb\n\tret\n")  # fmt: skip
+    res, elf, table = annotate_and_load(text, tmp_path, as_assembler)
+    assert [s.kind.name for s in table.sites] == ["stac", "cli", "sti", "hlt", "ins"]  # stac: from .byte, one expansion
+    assert verify(elf, table).ok
+    # The replacements are copied at boot: excluded, with that reason.
+    assert {r.why for r in table.excluded} == {Why.ALTERNATIVES}
+    assert {r.section.name for r in table.excluded} == {".altinstr_replacement"}
+
+
+def test_macro_argument_that_cannot_be_padded_is_refused(as_assembler):
+    with pytest.raises(AfterburnError, match=r"t.s:3: `.oldinstr` expands at f to cli among other instructions"):
+        annotate_text(ALT + '\tALT "cli; nop", "nop"\n\tret\n', "t.s", as_assembler)
+    with pytest.raises(AfterburnError, match="2 sensitive instructions"):
+        annotate_text(ALT + '\tALT "cli; sti", "nop"\n\tret\n', "t.s", as_assembler)
+
+
+STUBS = """\t.text
+\t.globl stubs
+stubs:
+\ti = 0
+\t.rept 4
+\t.if i & 1
+\tpushl $0
+\t.endif
+\tpushl $i
+\tjmp common
+\ti = i + 1
+\t.fill stubs + i*9 - ., 1, 0xcc
+\t.endr
+common:
+\tcli
+\tiret
+"""
+
+
+def test_fill_0xcc_in_code_is_padding(tmp_path, as_assembler):
+    """Failure 8: early_idt_handler_array's ``.fill ..., 1, 0xcc`` between
+    fixed-stride stubs was refused (cc) or padded (object path), which
+    breaks the 9-byte stride.  0xCC after a jmp is padding on both paths."""
+    res, elf, table = annotate_and_load(STUBS, tmp_path, as_assembler)
+    assert [s.kind.name for s in table.sites] == ["cli", "iret"]
+    code = elf.section(".text").data
+    assert [code[i * 9] for i in range(4)] == [0x6A, 0x6A, 0x6A, 0x6A]  # every stub starts with push
+    assert verify(elf, table).ok
+    plain = assemble(STUBS, tmp_path, "plain")
+    out = annotate_object(plain.read_bytes(), "plain.o")
+    assert out.sites == {"cli": 1, "iret": 1}
+    assert Elf("o.o", raw=out.data).section(".text").data[: 4 * 9] == Elf(plain).section(".text").data[: 4 * 9]
+
+
+def test_int3_that_runs_is_a_site_and_padding_is_not(tmp_path, as_assembler):
+    """The padding rule on the cc path: an int3 after ret is a speculation
+    trap; a named or ordinary one is an instruction."""
+    text = "\t.text\nf:\tret\n\tint3\ng:\tmovl $1, %eax\n\tint3\n\tret\nh:\tret\nnamed:\tint3\n\tret\n"
+    res, elf, table = annotate_and_load(text, tmp_path, as_assembler)
+    assert [elf.symbolize(elf.section(".text"), s.insn_offset) for s in table.sites] == ["g+0xa", "named"]
+    assert verify(elf, table).ok
+
+
+LABELS = """\t.text
+\t.globl selftest
+\t.type selftest, @function
+selftest:
+\tmovl $selftest_ip, %eax
+selftest_ip:
+\tint3
+\tnop
+\tret
+\t.size selftest, . - selftest
+loop:
+\tsti
+\tdecl %ecx
+\tjnz loop
+1:\tmovl %eax, %ss
+2:\tret
+\t.pushsection __ex_table, "a"
+\t.long 1b - ., 2b - ., 0
+\t.popsection
+"""
+
+
+def test_labels_name_the_instruction_after_a_pad_that_comes_first(tmp_path, as_assembler):
+    """Failure 10: a PAD_BEFORE pad went between an instruction and the
+    label that names it, so Linux's int3_selftest_ip named the pad, the
+    int3 self-test oopsed and the annotated kernel panicked.  A label names
+    its instruction unless control is sent there (a jump, a code pointer,
+    a function); both paths agree, and verify catches the old layout."""
+    res, elf, table = annotate_and_load(LABELS, tmp_path, as_assembler)
+    text = elf.section(".text")
+    sym = {s.name: s.value for s in elf.symbols}
+    by_kind = {s.kind.name: s for s in table.sites}
+    int3, sti, ss = by_kind["int3"], by_kind["sti"], by_kind["mov_to_sreg"]
+    assert sym["selftest_ip"] == int3.insn_offset  # the address the int3 handler compares
+    assert sym["loop"] == sti.offset  # a branch target: the site start
+    mov = next(r for r in elf.relocations(text) if r.offset == 1)  # movl $selftest_ip: the instruction
+    assert mov.addend == int3.insn_offset
+    ex = sorted(elf.relocations(elf.section("__ex_table")), key=lambda r: r.offset)
+    assert ex[0].addend + 0 == ss.insn_offset  # the faulting instruction (".long 1b - .": S + A - P, P = 0)
+    assert verify(elf, table).ok
+    # The object path: the same places, proven equivalent.
+    plain = assemble(LABELS, tmp_path, "plain")
+    out = annotate_object(plain.read_bytes(), "plain.o")
+    oelf = Elf("o.o", raw=out.data)
+    osym = {s.name: s.value for s in oelf.symbols}
+    osites = {s.kind.name: s for s in read_site_table(oelf).sites}
+    assert osym["selftest_ip"] == osites["int3"].insn_offset and osym["loop"] == osites["sti"].offset
+    assert check(plain.read_bytes(), out.data).ok and verify(oelf).ok
+    # What the annotator wrote before: the label before the pad.  Caught.
+    old = res.text.replace("selftest_ip:\n", "").replace("19770101:\n\t.set", "selftest_ip:\n19770101:\n\t.set", 1)
+    assert old != res.text
+    bad = verify(Elf(assemble(old, tmp_path, "old")))
+    assert [p.check for p in bad.problems] == ["label-before-pad", "label-before-pad"]
+
+
+def test_an_instruction_written_as_bytes_is_a_site(tmp_path, as_assembler):
+    """Linux writes xsaves/xrstors as ``.byte 0x0f,0xc7,0x1f`` (XSTATE_OP,
+    for old assemblers): once they were kinds, the cross-check refused
+    fpu/signal.c.  A .byte list that is exactly one sensitive instruction is
+    that instruction; anything else stays bytes, and is still checked."""
+    text = ("\t.text\nf:\n1:\t.byte 0x0f,0xc7,0x1f\n\txorl %eax,%eax\n2:\n\t.byte 0x0f,0x01,0xcb\n\t.byte 0x90\n\tret\n"
+            "\t.pushsection __ex_table,\"a\"\n\t.long 1b - ., 2b - ., 0\n\t.popsection\n")  # fmt: skip
+    res, elf, table = annotate_and_load(text, tmp_path, as_assembler)
+    assert [s.kind.name for s in table.sites] == ["xrstors", "stac"]
+    assert verify(elf, table).ok
+    with pytest.raises(AfterburnError, match="not visible in the text"):
+        annotate_text("\t.text\nf:\t.byte 0x0f,0xc7,0x1f,0x90\n\tret\n", "t.s", as_assembler)  # two instructions

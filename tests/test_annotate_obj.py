@@ -258,27 +258,74 @@ hook_end:
     assert verify(Elf(ann_o)).ok  # the blob is an excluded region
 
 
-def test_altinstructions_original_range_is_not_padded(tmp_path):
-    """A Linux-style .altinstructions entry (i386, 12 bytes) covering a cli."""
-    body = """
+ALTERNATIVE = """
     pushfl
 661: cli
 662:
+    .skip -(((664f-663f)-(662b-661b)) > 0) * ((664f-663f)-(662b-661b)),0x90
+665:
     popfl
     EXIT 0
-    .section .altinstr_replacement, "ax"
-663: nop
+    .pushsection .altinstr_replacement, "ax"
+663: sti
+    nop
+    nop
 664:
-    .section .altinstructions, "a"
+    .popsection
+    .pushsection .altinstructions, "a"
     .long 661b - .
     .long 663b - .
     .word 0x1234
-    .byte 662b - 661b, 664b - 663b
-    .text
+    .byte 665b - 661b, 664b - 663b
+    .popsection
+"""
+
+
+def test_alternatives_one_rule_on_both_paths(tmp_path, as_assembler):
+    """Issue 9, failure 13: one rule for code the kernel patches at boot
+    (docs/design.md, "Alternatives").  An original is code like any other:
+    its sites are padded and the length its .altinstructions entry records
+    follows; a replacement is copied over the original at boot, so it is
+    an excluded region, whatever it holds.  Both paths agree."""
+    from afterburn.annotate_asm import annotate_text
+    from afterburn.sitefmt import Why
+
+    plain_o, ann_o, res = _objects(tmp_path, ALTERNATIVE)
+    assert res.sites["cli"] == 1 and res.sites["pushf"] == res.sites["popf"] == 1
+    assert [(s.section, s.kind) for s in res.skipped] == [(".altinstr_replacement", "sti")]
+    table = read_site_table(Elf(ann_o))
+    assert [(r.section.name, r.why) for r in table.excluded] == [(".altinstr_replacement", Why.ALTERNATIVES)]
+    alt = RelObject(ann_o.read_bytes()).section(".altinstructions").data
+    assert alt[10] == 1 + 7 + 2  # cli, its pad, the two NOPs gas added for the longer replacement
+    assert check(plain_o.read_bytes(), ann_o.read_bytes()).ok
+    assert verify(Elf(ann_o)).ok
+    # The cc path: gas recomputes the lengths from the labels, so the pad
+    # takes the place of the NOP fill.
+    res_text = annotate_text(PRELUDE + ALTERNATIVE, "alt.s", as_assembler)
+    cc_o = sitebench.assemble_text(res_text.text, tmp_path, "alt-cc")
+    cc_table = read_site_table(Elf(cc_o))
+    assert sorted(s.kind.name for s in cc_table.sites) == sorted(s.kind.name for s in table.sites)
+    assert [(r.section.name, r.why) for r in cc_table.excluded] == [(".altinstr_replacement", Why.ALTERNATIVES)]
+    assert RelObject(cc_o.read_bytes()).section(".altinstructions").data[10] == 1 + 7
+
+
+def test_a_section_that_cannot_be_read_is_left_alone(tmp_path):
+    """What alternatives used to be: a range whose length nothing records.
+    A .parainstructions patch site keeps its length: its cli is skipped."""
+    body = """
+    pushfl
+771: cli
+772:
+    popfl
+    EXIT 0
+    .pushsection .parainstructions, "a"
+    .long 771b
+    .byte 1, 772b - 771b
+    .short 0
+    .popsection
 """
     plain_o, ann_o, res = _objects(tmp_path, body)
-    assert [s.kind for s in res.skipped] == ["cli"] and "altinstructions" in res.skipped[0].reason
-    assert set(res.sites) >= {"pushf", "popf"}
+    assert [s.kind for s in res.skipped] == ["cli"] and "parainstructions" in res.skipped[0].reason
     assert check(plain_o.read_bytes(), ann_o.read_bytes()).ok
 
 
@@ -356,3 +403,64 @@ def test_bytes_that_do_not_decode_leave_their_section_unchanged(tmp_path):
     assert all("do not decode" in s.reason for s in res.skipped)
     assert check(plain_o.read_bytes(), ann_o.read_bytes()).ok
     assert verify(Elf(ann_o)).ok  # the whole section is an excluded region
+
+
+def test_comdat_groups_survive(tmp_path):
+    """gcc puts __x86.get_pc_thunk.* in a COMDAT group in every object that
+    uses one; the group names its signature symbol by index, which a new
+    local symbol shifts.  Two annotated objects must still link."""
+    src = ("extern int g; static int f(void) { __asm__ volatile(\"cli\"); return g; }\n"
+           "int NAME(void) { return f(); }\n")  # fmt: skip
+    objs = []
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.c").write_text(src.replace("NAME", name))
+        subprocess.run(["gcc", "-m32", "-O2", "-fpie", "-fno-asynchronous-unwind-tables", "-c", f"{name}.c", "-o", f"{name}.o"], cwd=tmp_path, check=True)
+        raw = (tmp_path / f"{name}.o").read_bytes()
+        assert b"__x86.get_pc_thunk" in raw
+        res = annotate_object(raw, f"{name}.o")
+        (tmp_path / f"{name}.ann.o").write_bytes(res.data)
+        assert check(raw, res.data).ok
+        objs.append(f"{name}.ann.o")
+    r = subprocess.run(["ld", "-m", "elf_i386", "-r", "-o", "ab.o", *objs], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_range_a_branch_leaves_is_no_code_blob(tmp_path):
+    """X_start/X_end labels around code that jumps out (Linux's
+    __irqentry_text_start..end: stubs that jmp handle_exception) mark a
+    range; the code is not copied elsewhere.  Treated as a blob, its
+    unrelocated jump kept the old displacement and the kernel crashed on
+    the first exception."""
+    body = """
+    jmp past
+__stubs_start:
+    pushl $1
+    jmp common
+__stubs_end:
+past:
+    cli
+    pushl $2
+common:
+    popl %eax
+    EXIT 0
+"""
+    plain_o, ann_o, res = _objects(tmp_path, body)
+    assert res.skipped == [] and res.sites["cli"] == 1
+    assert check(plain_o.read_bytes(), ann_o.read_bytes()).ok
+    native = sitebench.run(sitebench.link([plain_o], tmp_path, "plain"), "bare", digest_low=False)
+    padded = sitebench.run(sitebench.link([ann_o], tmp_path, "ann"), "bare", digest_low=False)
+    assert native.ending.reason == padded.ending.reason == "exit"
+
+
+def test_an_address_outside_its_code_section_leaves_it_alone(tmp_path):
+    """gas turns Linux's ``_pa(1f)`` (a label minus PAGE_OFFSET) into
+    ``.text + 0x4000005a``: which instruction it means cannot be told, so
+    the section cannot move (the PVH entry code)."""
+    body = """
+    movl $(1f - 0xc0000000), %eax
+    cli
+1:  EXIT 0
+"""
+    plain_o, ann_o, res = _objects(tmp_path, body)
+    assert res.sites == {} and any(s.kind == "cli" and "outside the section" in s.reason for s in res.skipped)
+    assert check(plain_o.read_bytes(), ann_o.read_bytes()).ok

@@ -4,6 +4,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -104,9 +105,86 @@ def test_gcc_errors_keep_gcc_status_and_leave_no_object(project):
     assert not (project / "bad.o").exists() and not list(project.glob(".bad.o*"))
 
 
-def test_64_bit_is_refused_clearly(project):
-    r = cc("-c", "a.c", cwd=project)
-    assert r.returncode == 2 and "-m32" in r.stderr and "Traceback" not in r.stderr
+def same_as_gcc(args, cwd, outputs=()):
+    """Run gcc and afterburn cc with the same arguments; return both
+    results, each with the bytes of the named output files (None: absent)."""
+    def run(prog):
+        for o in outputs:
+            (cwd / o).unlink(missing_ok=True)
+        r = subprocess.run(prog + list(args), cwd=cwd, capture_output=True)
+        files = {o: (cwd / o).read_bytes() if (cwd / o).exists() else None for o in outputs}
+        return r.returncode, r.stdout, r.stderr.replace(b"afterburn", b"gcc"), files
+
+    return run(["gcc"]), run(CC)
+
+
+# Issue 9, failure 1: Kconfig's and Kbuild's probes (as-version.sh, cc-option)
+# call the compiler without -m32; afterburn cc refused them all.
+@pytest.mark.parametrize("args", [
+    ["-Werror", "-fno-stack-protector", "-c", "-x", "c", "/dev/null", "-o", "probe.o"],
+    ["-Werror", "-fno-such-option", "-c", "-x", "c", "/dev/null", "-o", "probe.o"],
+    ["-c", "a.c", "-o", "probe.o"],  # 64-bit: gcc's own diagnostics about 32-bit inline asm, and its status
+    ["--version"],
+    ["-print-file-name=include"],
+], ids=["probe-ok", "probe-fails", "64-bit", "version", "print"])  # fmt: skip
+def test_calls_without_i386_code_are_gccs_own(project, args):
+    gcc, ours = same_as_gcc(args, project, outputs=["probe.o"])
+    assert ours == gcc
+
+
+def test_64_bit_and_m16_objects_are_gccs(project):
+    """Code for another target is not annotated, and is exactly gcc's
+    (failure 9: -m16 real-mode code was refused)."""
+    (project / "x.c").write_text("int x(int a) { __asm__ volatile(\"cli\"); return a + 1; }\n")
+    for flags in (["-m64"], ["-m16"], ["-m32", "-m16"]):
+        gcc, ours = same_as_gcc([*flags, "-O2", "-c", "x.c", "-o", "x.o"], project, outputs=["x.o"])
+        assert ours == gcc and gcc[3]["x.o"] is not None, flags
+        assert Elf(project / "x.o").section(".afterburn") is None
+
+
+# Failure 2: -Wa,--version ended in an internal FileNotFoundError.
+def test_assembler_version_query_behaves_as_gcc(project):
+    args = ["-m32", "-Wa,--version", "-c", "-x", "assembler-with-cpp", "/dev/null", "-o", "v.o"]
+    gcc, ours = same_as_gcc(args, project, outputs=["v.o"])
+    assert gcc[0] == 0 and b"GNU assembler" in gcc[1]
+    assert ours == gcc
+
+
+# Failure 3: -o /dev/null (as root) replaced the device with a regular file:
+# atomic writes apply to regular files only.  A FIFO stands in for the device.
+def test_output_that_is_not_a_regular_file_is_written_in_place(project):
+    import os
+    import threading
+
+    fifo = project / "pipe"
+    os.mkfifo(fifo)
+    got = {}
+    reader = threading.Thread(target=lambda: got.setdefault("data", fifo.read_bytes()), daemon=True)
+    reader.start()
+    r = cc(*CFLAGS, "-c", "a.c", "-o", "pipe", cwd=project)
+    if reader.is_alive():  # nothing opened the pipe: release the reader
+        with open(fifo, "wb"):
+            pass
+    reader.join(timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert fifo.is_fifo() and got["data"][:4] == b"\x7fELF"
+    # Through a symlink, as gcc: the link stays a link, its target is written.
+    (project / "real.o").write_bytes(b"old")
+    (project / "link.o").symlink_to("real.o")
+    assert cc(*CFLAGS, "-c", "a.c", "-o", "link.o", cwd=project).returncode == 0
+    assert (project / "link.o").is_symlink() and kinds(project / "real.o") == ["cli", "out", "popf", "pushf"]
+
+
+# Failure 4: -o - wrote a file named "-"; -S -c wrote an object.
+def test_dash_o_dash_and_S_beats_c(project):
+    r = cc(*CFLAGS, "-S", "a.c", "-o", "-", cwd=project)
+    assert r.returncode == 0 and ".pushsection .afterburn," in r.stdout
+    assert not (project / "-").exists()
+    r = cc(*CFLAGS, "-c", "-S", "a.c", "-o", "x.o", cwd=project)
+    assert r.returncode == 0 and ".pushsection .afterburn," in (project / "x.o").read_text()
+    # gcc hands "-o -" with -c to the assembler, which refuses: so do we, alike.
+    gcc, ours = same_as_gcc([*CFLAGS, "-c", "a.c", "-o", "-"], project)
+    assert gcc[0] != 0 and ours == gcc
 
 
 MAKEFILE = """\
@@ -130,3 +208,47 @@ def test_make_with_afterburn_cc(project):
     # A second make is a no-op: the dependency files are right.
     r = subprocess.run(["make", f"CC={cc_cmd}"], cwd=project, capture_output=True, text=True)
     assert "is up to date" in r.stdout
+
+
+def test_the_build_server_and_the_caller_make_the_same_object(project, tmp_path, request):
+    """One server annotates for a whole build (afterburn/ccserver.py); the
+    object must be the one the caller would make itself, whether the server
+    is used, refused (AFTERBURN_CC_SERVER=0) or unusable (a socket
+    directory that is not private)."""
+    import os
+    import time
+
+    def build(env):
+        r = subprocess.run(CC + [*CFLAGS, "-c", "a.c", "-o", "a.o"], cwd=project, capture_output=True, text=True,
+                           env={**os.environ, **env})  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        return (project / "a.o").read_bytes()
+
+    import shutil
+    import tempfile
+
+    runtime = Path(tempfile.mkdtemp(prefix="ab-"))  # short: a socket's path has at most 107 bytes
+    request.addfinalizer(lambda: shutil.rmtree(runtime, ignore_errors=True))
+    stats = tmp_path / "stats"
+    served = build({"XDG_RUNTIME_DIR": str(runtime), "AFTERBURN_CC_STATS": str(stats)})
+    assert list((runtime / f"afterburn-cc-{os.getuid()}").glob("*.sock")), "no server was started"
+    assert '"request"' in stats.read_text()  # the server did the work
+    alone = build({"AFTERBURN_CC_SERVER": "0"})
+    public = tmp_path / "public"
+    public.mkdir()
+    (public / f"afterburn-cc-{os.getuid()}").mkdir(mode=0o777)
+    os.chmod(public / f"afterburn-cc-{os.getuid()}", 0o777)
+    unusable = build({"XDG_RUNTIME_DIR": str(public)})
+    assert served == alone == unusable
+    from afterburn import ccserver
+
+    old = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    try:
+        assert ccserver.stop()
+    finally:
+        os.environ.pop("XDG_RUNTIME_DIR") if old is None else os.environ.update(XDG_RUNTIME_DIR=old)
+    deadline = time.monotonic() + 10
+    while '"cpu"' not in stats.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert '"cpu"' in stats.read_text()  # it reports its CPU time when it exits

@@ -95,7 +95,7 @@ def test_annotate_never_touches_input_or_leaves_partial_output(tmp_path):
     assert src.read_text() == text
     # A failing annotation leaves an existing output untouched and no temp files.
     bad = tmp_path / "bad.s"
-    bad.write_text("\t.text\n\t.byte 0xfa\n")
+    bad.write_text("\t.text\n\t.byte 0x90, 0xfa\n")  # cli hidden after a nop: refused
     out = tmp_path / "out.s"
     out.write_text("previous\n")
     one_line_error(run_afterburn("annotate", str(bad), "-o", str(out)), match="not visible in the text")

@@ -32,7 +32,8 @@ def _template_depends_on_flags(kernel, backend: str) -> bool:
 
     elf = Elf(kernel)
     form = next(s.value for s in elf.symbols if s.name == "form")
-    site = next(s for s in read_site_table(elf).sites if s.address == form)
+    # "form" names the instruction, which ends its site when the pad comes first.
+    site = next(s for s in read_site_table(elf).sites if s.address <= form < s.address + s.length)
     text = elf.section(".text")
     code = text.data[site.offset : site.offset + site.length]
     insn = decode.decode_one(code, site.insn_offset - site.offset, site.insn_offset + text.addr)

@@ -122,3 +122,51 @@ def test_linked_elf_branch_into_pad(tmp_path):
     rep = verify(_link(obj, tmp_path))
     assert [p.check for p in rep.problems] == ["branch-into-pad"]
     assert rep.problems[0].address == 0x100007
+
+
+def test_linker_fill_between_input_sections_is_not_code(tmp_path):
+    """Issue 9, failure 11: on a linked vmlinux, verify reported ld's 0xcc
+    fill between input sections as unannotated int3 (70 false problems),
+    including fill after a call that never returns and fill named by a
+    linker script's boundary symbol (``__sched_text_end = .``)."""
+    a = assemble("\t.text\n\t.globl f\n\t.type f, @function\nf:\tcall g\n\t.size f, . - f\n"
+                 "\t.section .sched.text,\"ax\"\n\t.globl s\n\t.type s, @function\ns:\tret\n\t.size s, . - s\n"
+                 + NOTE, tmp_path, "a")  # fmt: skip
+    b = assemble("\t.text\n\t.globl g\n\t.type g, @function\ng:\tmovl $1, %eax\n\tret\n\t.size g, . - g\n"
+                 + NOTE, tmp_path, "b")  # fmt: skip
+    script = tmp_path / "k.lds"
+    script.write_text("SECTIONS { . = 0x100000; .text : { *a.o(.text) . = ALIGN(16); "
+                      "__sched_text_start = .; *(.sched.text) __sched_text_end = .; . = ALIGN(16); *b.o(.text) } "
+                      "=0xcccccccc }\n")  # fmt: skip
+    out = tmp_path / "k.elf"
+    subprocess.run(["ld", "-m", "elf_i386", "-T", str(script), "-e", "f", "-o", str(out), str(a), str(b)], check=True)
+    elf = Elf(out)
+    text = elf.section(".text").data
+    assert text.count(b"\xcc") >= 20  # the fill is there, after "call g" and at __sched_text_end
+    rep = verify(elf)
+    assert rep.ok, rep.problems
+    # A real int3 between the same functions is still found.
+    c = assemble("\t.text\n\t.globl g\n\t.type g, @function\ng:\tint3\n\tret\n\t.size g, . - g\n" + NOTE, tmp_path, "b")
+    subprocess.run(["ld", "-m", "elf_i386", "-T", str(script), "-e", "f", "-o", str(out), str(a), str(c)], check=True)
+    assert [p.check for p in verify(Elf(out)).problems] == ["unannotated"]
+
+
+def test_linked_region_that_ends_its_section(tmp_path, as_assembler):
+    """An excluded region may end where its section ends, which in a linked
+    file is where the next section begins (vmlinux: .altinstr_replacement,
+    then .exit.text): the end belongs to the region's own section."""
+    from afterburn.annotate_asm import annotate_text
+
+    src = ("\t.text\n\t.globl f\nf:\tcli\n\tret\n\t.pushsection .altinstr_replacement,\"ax\"\n\tsti\n\t.popsection\n"
+           "\t.section .exit.text,\"ax\"\ng:\tnop\n\tret\n")  # fmt: skip
+    obj = assemble(annotate_text(src, "t.s", as_assembler).text, tmp_path, "t")
+    script = tmp_path / "k.lds"
+    script.write_text("SECTIONS { . = 0x100000; .text : { *(.text) } .altinstr_replacement : { *(.altinstr_replacement) }"
+                      " .exit.text : { *(.exit.text) } }\n")  # fmt: skip
+    out = tmp_path / "k.elf"
+    subprocess.run(["ld", "-m", "elf_i386", "-T", str(script), "-e", "f", "-o", str(out), str(obj)], check=True)
+    elf = Elf(out)
+    assert elf.section(".exit.text").addr == elf.section(".altinstr_replacement").addr + 1
+    table = read_site_table(elf)
+    assert [(r.section.name, r.end - r.start) for r in table.excluded] == [(".altinstr_replacement", 1)]
+    assert verify(elf, table).ok

@@ -741,8 +741,17 @@ void h_misc(struct frame *f)
     case 3: { /* cpuid: the real CPU's answer, without what the VM cannot give */
         u32 a = f->r.eax, b, c = f->r.ecx, dd;
         __asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(dd));
-        if (f->r.eax == 1)
-            c &= ~((1u << 3) | (1u << 5));      /* MONITOR/MWAIT, VMX */
+        if (f->r.eax == 1) {
+            /* MONITOR/MWAIT, VMX, SMX, PCID, XSAVE, OSXSAVE; SEP */
+            c &= ~((1u << 3) | (1u << 5) | (1u << 6) | (1u << 17) | (1u << 26) | (1u << 27));
+            dd &= ~(1u << 11);
+        } else if (f->r.eax == 7 && f->r.ecx == 0) {
+            b &= ~((1u << 10) | (1u << 20));    /* INVPCID, SMAP */
+            c &= ~(1u << 22);                   /* RDPID */
+        } else if (f->r.eax == 0x80000001u) {
+            c &= ~((1u << 2) | (1u << 12));     /* SVM, SKINIT */
+            dd &= ~(1u << 11);                  /* SYSCALL */
+        }
         f->r.eax = a; f->r.ebx = b; f->r.ecx = c; f->r.edx = dd;
         return;
     }
@@ -773,6 +782,25 @@ void h_misc(struct frame *f)
         be_block();
         maybe_deliver_pending(f, f->ret, virtual_eflags(f->eflags), guest_esp(f));
         return;
+    case 20: { /* rdtscp: the virtual TSC (as rdtsc), and TSC_AUX 0: one vCPU */
+        u32 lo, hi;
+        __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+        f->r.eax = lo; f->r.edx = hi; f->r.ecx = 0;
+        return;
+    }
+    case 24: /* wbnoinvd: as wbinvd */
+        return;
+    case 19: /* rdpmc: the virtual CPU has no performance counters */
+        raise_fault(f, 13, 1, 0);
+    default:
+        /* 9-31 but 19, 20 and 24: sysenter sysexit syscall sysret, XSAVE
+         * (xsetbv xgetbv xsaves xrstors), monitor mwait, invpcid, clac stac,
+         * rdpid, vmcall vmmcall vmfunc, getsec, VMX, SVM.  The virtual CPU
+         * offers none of these features (cpuid above hides them; no PMU):
+         * the CPU's answer is #UD. */
+        if (op >= 9 && op <= 31)
+            raise_fault(f, 6, 0, 0);
+        break;
     }
     wedge_panic("w_misc: unknown operation");
 }

@@ -35,7 +35,8 @@
  *   w_lar_m       (MEMCALL)   desc: bit0 lsl, bits1-3 dst gpr, bit7 16-bit
  *   w_arpl                    desc: bits0-2 dst gpr, bits3-5 src gpr
  *   w_arpl_m      (MEMCALL)   desc: bits3-5 src gpr
- *   w_misc                    desc: clts invd wbinvd cpuid rdmsr wrmsr rdtsc rsm hlt (0..8)
+ *   w_misc                    desc: clts invd wbinvd cpuid rdmsr wrmsr rdtsc rsm hlt (0..8),
+ *                             rewriter/templates.py MISC_OP (9..31)
  *   w_invlpg      (MEMCALL)   desc: 0
  *   w_iret                    desc: bit0 16-bit
  *   w_lret                    desc: bit0 16-bit, bit1 imm16 follows

@@ -301,6 +301,11 @@ class Machine:
     def stopped(self) -> bool:
         return self._stop is not None
 
+    @property
+    def ending(self) -> Ending | None:
+        """Why the run stopped (or will stop when the current slice returns)."""
+        return self._stop
+
     def stop(self, reason: str, detail: str = "", code: int | None = None) -> None:
         """End the run (from a hook or a backend)."""
         if self._stop is None:

@@ -73,7 +73,7 @@ class WedgedBackend(Backend):
     rewrites = True
     guest_cpl: ClassVar[int]  # the real ring of the guest kernel and the wedge: 1 or 3
     wedge_layer: ClassVar[str]  # the directory under wedge/ with this backend's be_* primitives
-    hypercall_vector: ClassVar[int]  # the int vector the guest kernel (and the wedge) calls the hypervisor on
+    hypercall_vectors: ClassVar[frozenset[int]]  # the int vectors the guest kernel (and the wedge) call the hypervisor on
     vif_addr: ClassVar[int]  # the byte that holds the virtual IF...
     vif_on: ClassVar[int]  # ...and its values
     vif_off: ClassVar[int]
@@ -118,13 +118,18 @@ class WedgedBackend(Backend):
         """The backend's words after the generic start info."""
         return []
 
-    def hypercall(self) -> None:
-        """The guest kernel (or the wedge) executed ``int hypercall_vector``."""
+    def hypercall(self, vector: int) -> None:
+        """The guest kernel (or the wedge) executed ``int vector``, one of
+        ``hypercall_vectors``; EIP is past the instruction."""
         raise NotImplementedError
 
     def deliver_interrupt(self, vector: int) -> None:
         """The 8259 gave ``vector`` and the guest can take it: get it to the wedge."""
         raise NotImplementedError
+
+    def delivery_deferred(self) -> None:
+        """An interrupt waits because the CPU is inside the wedge or a site;
+        it is retried a few instructions on."""
 
     def pending_changed(self, on: bool) -> None:
         """The backend's own copy of "an interrupt may be waiting", if it has one."""
@@ -140,6 +145,11 @@ class WedgedBackend(Backend):
     def on_protected_write(self, fault) -> None:
         """The guest wrote a frame the backend protects."""
         self.m.stop("error", f"write to protected frame {fault.frame:#x}")
+
+    def host_fault(self, fault) -> None:
+        """The host's own address space has no mapping for an access (for a
+        backend whose MMU answers from host-owned spaces)."""
+        self.m.stop("error", f"no host mapping for {fault.va:#x}")
 
     def kernel_stack(self) -> tuple[int, int]:
         """(SS, ESP) for an entry from user mode: the guest TSS's ring-0 stack."""
@@ -250,7 +260,9 @@ class WedgedBackend(Backend):
         return self.vif()
 
     def in_wedge(self, eip: int) -> bool:
-        return self.wedge_range[0] <= eip < self.wedge_range[1]
+        """Whether EIP is the monitor's code: the wedge, or anything else the
+        backend put in the hole (an L4 KIP's system-call stubs)."""
+        return HOLE_BASE <= eip
 
     def in_noirq_window(self, eip: int) -> bool:
         if self.in_wedge(eip):
@@ -331,6 +343,7 @@ class WedgedBackend(Backend):
             m.unwatch()
         if self.in_noirq_window(m.cpu.eip):
             self._short_slice = True
+            self.delivery_deferred()
             return
         if m.cpu.ctx.irq_inhibited():
             m.step()  # after a user-mode sti or mov ss, as the hardware does
@@ -441,11 +454,11 @@ class WedgedBackend(Backend):
         m = self.m
         cs, eip = self._trap_regs.read()
         user = self.in_user_mode()
-        if software and vector == self.hypercall_vector and not user:
-            # A hypercall is an int on the hypervisor's vector in guest kernel
+        if software and vector in self.hypercall_vectors and not user:
+            # A hypercall is an int on a hypervisor vector in guest kernel
             # mode (the wedge's, or a para-virtual kernel's own), which the
             # hypervisor, not the CPU, tells apart from user mode.
-            self.hypercall()
+            self.hypercall(vector)
             return True
         if self.in_wedge(eip - (2 if software else 0)):
             m.stop("error", f"{'int' if software else 'exception'} {vector:#x} inside the wedge at {eip:#x} "
@@ -511,6 +524,9 @@ class WedgedBackend(Backend):
             return True
         if fault.why == "protected":
             self.on_protected_write(fault)
+            return True
+        if fault.why == "host":
+            self.host_fault(fault)
             return True
         if fault.why == "foreign":
             m.stop("killed", f"the guest maps frame {fault.frame:#x}, which it does not own")
@@ -619,10 +635,13 @@ class WedgedBackend(Backend):
         return done
 
     def return_to_user(self, arg: int) -> None:
-        """Enter guest user mode with the context in ``struct uframe`` at
-        ``arg``: every register as given, the real IF and IOPL the user's."""
+        """Enter guest user mode with the context in ``struct uframe`` at ``arg``."""
+        self.enter_user(UFRAME.unpack(self.guest_read(arg, UFRAME.size)))
+
+    def enter_user(self, u: dict[str, int]) -> None:
+        """Load a user context (``struct uframe``'s fields): every register as
+        given, the real IF and IOPL the user's."""
         m, uc = self.m, self.m.uc
-        u = UFRAME.unpack(self.guest_read(arg, UFRAME.size))
         cs, ss = u["cs"] & 0xFFFF, u["ss"] & 0xFFFF
         if cs & 3 != 3 or ss & 3 != 3:
             raise Kill(f"return to user mode with selectors {cs:#x}:{ss:#x}")

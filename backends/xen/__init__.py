@@ -58,7 +58,7 @@ class XenBackend(WedgedBackend):
     description = "Xen-style PV: guest kernel at ring 1, hypercalls on int 0x82, event channels"
     guest_cpl = 1
     wedge_layer = "xen"
-    hypercall_vector = abi.HYPERCALL_VECTOR
+    hypercall_vectors = frozenset({abi.HYPERCALL_VECTOR})
     vif_addr = SHARED_INFO + abi.SHINFO["upcall_mask"]
     vif_on, vif_off = 0, 1
 
@@ -194,7 +194,7 @@ class XenBackend(WedgedBackend):
 
     # -- hypercalls -------------------------------------------------------------------------
 
-    def hypercall(self) -> None:
+    def hypercall(self, vector: int) -> None:
         m, uc = self.m, self.m.uc
         nr, *args = self._hypercall_regs.read()
         entry = HANDLERS.get(nr)

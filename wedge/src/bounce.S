@@ -8,8 +8,10 @@
  * CS, EFLAGS[, ESP, SS]), an error code where the vector has one, and the
  * trap information word (wedge/layout.py: vector, TRAP_HAS_ERROR,
  * TRAP_SOFTWARE and the instruction length).  w_upcall: an event upcall,
- * with only the frame pushed.  Both end in wedge_trap(regs, info, frame),
- * which delivers through the guest's IDT and never returns.
+ * with only the frame pushed.  Both end in wedge_trap_entry, which saves the
+ * registers and calls wedge_trap(regs, info, frame); that delivers through
+ * the guest's IDT and never returns.  A backend's own stubs build the same
+ * frame and info word their own way, then jump to wedge_trap_entry.
  *
  * wedge_start: boot.  ESI points at the start info, ESP at boot_stack_top
  * (entry.S).
@@ -26,6 +28,8 @@ w_upcall:
 	.weak w_trap
 	.type w_trap, @function
 w_trap:
+	.globl wedge_trap_entry
+wedge_trap_entry:
 	pushal
 	pushl %ds
 	pushl %es

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from .bare import BareBackend
 from .base import Backend
+from .l4 import L4Backend
 from .xen import XenBackend, XenRing3
 
-BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (BareBackend, XenBackend, XenRing3)}
+BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (BareBackend, XenBackend, XenRing3, L4Backend)}
 
 
 def reference_backend() -> str:

@@ -114,7 +114,8 @@ def test_diff_agrees_on_a_corpus_guest(corpus_builds):
     rep = json.loads(r.stdout)
     # By default every registered backend runs, the native reference first.
     assert rep["agree"] and [b["backend"] for b in rep["backends"]] == backend_names()
-    assert all(b["observation"]["stats"]["hypercalls"]["mmuext_op"] > 0 for b in rep["backends"][1:])
+    # Paging reaches every hypervisor: each counts calls of its own.
+    assert all(sum(b["observation"]["stats"]["hypercalls"].values()) > 0 for b in rep["backends"][1:])
     r = run_afterburn("diff", str(corpus_builds["annotated"] / "paging.elf"))
     assert r.returncode == 0 and "all backends agree" in r.stdout and "hypercalls" in r.stdout
 
